@@ -18,3 +18,17 @@ def uci_dir():
     if not (UCI_DIR/'student-por.csv').exists():
         pytest.skip(f'UCI data directory {UCI_DIR} is absent (set STUDENTPERF_DATA_DIR to run the real-data tests)')
     return UCI_DIR
+
+TINY = {'run.quick': True, 'model.candidates': ['logreg'], 'model.ensembles': [], 'model.imbalance': ['none']}
+
+
+@pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory):
+    "A whole pipeline run on the demo data with only the logistic-regression candidate (seconds): its output folder."
+    from studentperf.data import run_prepare
+    from studentperf.modeling import run_model
+    from studentperf.evaluation import run_evaluate
+    from studentperf.handoff import run_handoff
+    p, out = load_params(overrides=TINY), tmp_path_factory.mktemp('tiny_run')
+    run_prepare(p, out); run_model(p, out, progress=False); run_evaluate(p, out); run_handoff(p, out)
+    return out

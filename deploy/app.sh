@@ -1,0 +1,22 @@
+#!/bin/sh
+# The prediction API's install-and-start steps, in one place: the Dockerfile runs them, and CI runs them in a fresh
+# venv (deploy/smoke.sh), so the recipe is tested even where no Docker engine is available.
+#   deploy/app.sh install            install the runtime dependencies and the package (no dev tools)
+#   deploy/app.sh serve [MODEL_DIR]  serve MODEL_DIR (default $STUDENTPERF_MODEL, else /model) on $HOST:$PORT
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+PY=${PYTHON:-python3}
+case "${1:-}" in
+  install)
+    "$PY" -m pip install --no-cache-dir -r "$here/requirements-serve.txt"
+    "$PY" -m pip install --no-cache-dir --no-deps "$root"
+    ;;
+  serve)
+    export STUDENTPERF_MODEL="${2:-${STUDENTPERF_MODEL:-/model}}"
+    cd "$root"   # params.yaml (API settings such as the batch limit) is read from here
+    exec "$PY" -m uvicorn studentperf.serving:app_from_env --factory \
+      --host "${HOST:-0.0.0.0}" --port "${PORT:-8000}" --workers 1 --no-access-log
+    ;;
+  *) echo "usage: $0 install | serve [MODEL_DIR]" >&2; exit 2 ;;
+esac
