@@ -6,9 +6,9 @@
 __all__ = ['COLUMN_LABELS', 'field_type', 'student_model', 'Prediction', 'PredictResponse', 'BatchResponse', 'create_app',
            'app_from_env', 'serve']
 
-# %% ../nbs/07_serving.ipynb #9610fca0
+# %% ../nbs/07_serving.ipynb #a6e7a0ad
 # no `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at runtime
-import json, time, uuid
+import json, threading, time, uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal, Annotated
@@ -21,7 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from .config import load_params, active_schema
 from . import handoff
 
-# %% ../nbs/07_serving.ipynb #2b769a5f
+# %% ../nbs/07_serving.ipynb #939550c7
 COLUMN_LABELS = {  # plain descriptions of the UCI columns (student.txt)
     'school': "student's school (GP: Gabriel Pereira, MS: Mousinho da Silveira)", 'sex': "student's sex",
     'age': "student's age in years", 'address': 'home address type (U: urban, R: rural)',
@@ -61,7 +61,7 @@ def student_model(schema: dict, # the model's input columns: `{column: spec}`
     fields = {c: (field_type(s), Field(..., description=COLUMN_LABELS.get(c, c) + f" [{s['kind']}]")) for c, s in schema.items()}
     return create_model(name, __config__=ConfigDict(extra='forbid'), **fields)
 
-# %% ../nbs/07_serving.ipynb #a27d0af6
+# %% ../nbs/07_serving.ipynb #65e19023
 class Prediction(BaseModel):
     "The answer for one student."
     probability_pass: float = Field(description='estimated probability that the student passes (final grade >= threshold)')
@@ -80,7 +80,7 @@ class BatchResponse(BaseModel):
     model_version: str
     request_id: str
 
-# %% ../nbs/07_serving.ipynb #f37b19df
+# %% ../nbs/07_serving.ipynb #3b1370fb
 def _errors(exc: RequestValidationError) -> list:
     "422 details: the field (dotted path), the reason, and the offending input."
     out = []
@@ -106,6 +106,10 @@ def create_app(model_path: str|Path|None=None, # a model version folder (or prod
     Student = student_model(schema)
     Batch = create_model('Batch', __config__=ConfigDict(extra='forbid'), students=(list[Student], Field(..., description=f'at most {max_batch} students')))
     stats = {'requests': 0, 'predictions': 0, 'flagged': 0, 'errors_422': 0, 'errors_413': 0, 'started': time.time()}
+    lock = threading.Lock()   # sync endpoints run in a thread pool
+    def count(**kw):
+        with lock:
+            for k, v in kw.items(): stats[k] += v
 
     @asynccontextmanager
     async def lifespan(app):
@@ -121,7 +125,7 @@ def create_app(model_path: str|Path|None=None, # a model version folder (or prod
     async def ids(request: Request, call_next):
         rid = request.headers.get('x-request-id') or uuid.uuid4().hex
         request.state.request_id = rid
-        stats['requests'] += 1
+        count(requests=1)
         try: response = await call_next(request)
         except Exception:   # never leak a traceback; still carry the ids
             response = JSONResponse({'detail': 'internal error', 'request_id': rid, 'model_version': version()}, status_code=500)
@@ -131,7 +135,7 @@ def create_app(model_path: str|Path|None=None, # a model version folder (or prod
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        stats['errors_422'] += 1
+        count(errors_422=1)
         return JSONResponse({'detail': _errors(exc), 'request_id': request.state.request_id, 'model_version': version()}, status_code=422)
 
     def ready_artifact() -> handoff.Artifact:
@@ -143,13 +147,13 @@ def create_app(model_path: str|Path|None=None, # a model version folder (or prod
         try: n = len((await request.json()).get('students', []))
         except Exception: return   # malformed bodies get their 422 from validation
         if n > max_batch:
-            stats['errors_413'] += 1
+            count(errors_413=1)
             raise HTTPException(413, f'batch of {n} students is larger than the maximum of {max_batch}')
 
     def predict_rows(art, rows: list[dict]) -> pd.DataFrame:
         X = handoff.model_input(pd.DataFrame(rows, columns=art.columns), art)
         res = handoff.score(art, X)
-        stats['predictions'] += len(res); stats['flagged'] += int(res['at_risk'].sum())
+        count(predictions=len(res), flagged=int(res['at_risk'].sum()))
         return res
 
     @app.get('/health', summary='the process is alive')
@@ -181,13 +185,17 @@ def create_app(model_path: str|Path|None=None, # a model version folder (or prod
 
     return app
 
-# %% ../nbs/07_serving.ipynb #a64d948f
+# %% ../nbs/07_serving.ipynb #66780576
 def app_from_env() -> FastAPI:
-    "The app for `uvicorn --factory` (the container): the model folder comes from `$STUDENTPERF_MODEL`."
+    "The app for `uvicorn --factory` (the container): the model folder comes from `$STUDENTPERF_MODEL`; without one it starts unready."
     import os
-    return create_app(os.environ.get('STUDENTPERF_MODEL') or None)
+    path = os.environ.get('STUDENTPERF_MODEL')
+    if path and not (handoff.artifact_dir(path)/'model_card.json').exists():
+        print(f"studentperf: no model at {path}: serving unready (GET /ready answers 503)", flush=True)
+        path = None
+    return create_app(path or None)
 
-# %% ../nbs/07_serving.ipynb #314772c5
+# %% ../nbs/07_serving.ipynb #81e71223
 def serve(model_path: str|Path, # a model version folder (or production.json)
           host: str='127.0.0.1', port: int=8000, # where to listen
           log_level: str='info',

@@ -116,7 +116,7 @@ def test_real_uvicorn_process(tiny_run):
                 with urllib.request.urlopen(base + '/ready', timeout=1) as r:
                     if r.status == 200: break
             except (urllib.error.URLError, ConnectionError, OSError): time.sleep(0.25)
-        else: pytest.fail('server did not become ready: ' + proc.stdout.read1().decode(errors='replace') if proc.poll() is not None else 'timeout')
+        else: pytest.fail(('server exited: ' + proc.stdout.read1().decode(errors='replace')) if proc.poll() is not None else 'server not ready after 30 s')
         req = urllib.request.Request(base + '/predict', data=json.dumps(STUDENT).encode(), headers={'content-type': 'application/json'})
         with urllib.request.urlopen(req, timeout=5) as r:
             body = json.loads(r.read())
