@@ -6,7 +6,7 @@
 __all__ = ['COLUMN_LABELS', 'field_type', 'student_model', 'Prediction', 'PredictResponse', 'BatchResponse', 'create_app',
            'app_from_env', 'serve']
 
-# %% ../nbs/07_serving.ipynb #a6e7a0ad
+# %% ../nbs/07_serving.ipynb #75222083
 # no `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at runtime
 import json, threading, time, uuid
 from contextlib import asynccontextmanager
@@ -21,7 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from .config import load_params, active_schema
 from . import handoff
 
-# %% ../nbs/07_serving.ipynb #939550c7
+# %% ../nbs/07_serving.ipynb #b72756aa
 COLUMN_LABELS = {  # plain descriptions of the UCI columns (student.txt)
     'school': "student's school (GP: Gabriel Pereira, MS: Mousinho da Silveira)", 'sex': "student's sex",
     'age': "student's age in years", 'address': 'home address type (U: urban, R: rural)',
@@ -61,7 +61,7 @@ def student_model(schema: dict, # the model's input columns: `{column: spec}`
     fields = {c: (field_type(s), Field(..., description=COLUMN_LABELS.get(c, c) + f" [{s['kind']}]")) for c, s in schema.items()}
     return create_model(name, __config__=ConfigDict(extra='forbid'), **fields)
 
-# %% ../nbs/07_serving.ipynb #65e19023
+# %% ../nbs/07_serving.ipynb #ac66c9c2
 class Prediction(BaseModel):
     "The answer for one student."
     probability_pass: float = Field(description='estimated probability that the student passes (final grade >= threshold)')
@@ -80,7 +80,7 @@ class BatchResponse(BaseModel):
     model_version: str
     request_id: str
 
-# %% ../nbs/07_serving.ipynb #3b1370fb
+# %% ../nbs/07_serving.ipynb #ed9b2529
 def _errors(exc: RequestValidationError) -> list:
     "422 details: the field (dotted path), the reason, and the offending input."
     out = []
@@ -185,7 +185,7 @@ def create_app(model_path: str|Path|None=None, # a model version folder (or prod
 
     return app
 
-# %% ../nbs/07_serving.ipynb #66780576
+# %% ../nbs/07_serving.ipynb #ca78485f
 def app_from_env() -> FastAPI:
     "The app for `uvicorn --factory` (the container): the model folder comes from `$STUDENTPERF_MODEL`; without one it starts unready."
     import os
@@ -195,7 +195,7 @@ def app_from_env() -> FastAPI:
         path = None
     return create_app(path or None)
 
-# %% ../nbs/07_serving.ipynb #81e71223
+# %% ../nbs/07_serving.ipynb #51a1adb6
 def serve(model_path: str|Path, # a model version folder (or production.json)
           host: str='127.0.0.1', port: int=8000, # where to listen
           log_level: str='info',
