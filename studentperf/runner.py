@@ -10,7 +10,7 @@ import nbformat, papermill as pm
 from nbconvert import HTMLExporter
 from tqdm.auto import tqdm
 from .config import load_params, parse_set, project_root, default_out, atomic_path, write_text, git_commit, write_json, read_json
-from . import data as spdata
+from . import data as spdata, serving, monitoring, drift, auth
 
 # %% auto #0
 __all__ = ['STAGES', 'HEADLINE', 'INDEX_CSS', 'nbs_dir', 'available_stages', 'parse_stages', 'to_html', 'StageError', 'run_stage',
@@ -250,16 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--out', help=f'output folder (default: {default_out()})')
     rp.add_argument('--out', default='reports', help='folder for the report folders (default: reports)')
     models = default_out()/'models'
-    s = sub.add_parser('serve', help='serve a model with the prediction API (FastAPI + uvicorn)')
-    s.add_argument('--model', default=str(models), help=f'a model version folder, or a models folder with production.json (default: {models})')
-    s.add_argument('--host', default='127.0.0.1'); s.add_argument('--port', type=int, default=8000)
-    s.add_argument('--log-level', default='info', choices=['critical', 'error', 'warning', 'info', 'debug'])
-    pr = sub.add_parser('predict', help='score a CSV file (bad rows to a quarantine file)')
-    pr.add_argument('input', help='CSV with the model input columns, coded as in the data files')
-    pr.add_argument('-o', '--output', required=True, help='CSV to write: the input columns plus probability, flag, band and model version')
-    pr.add_argument('--model', default=str(models), help=f'model version folder or models folder (default: {models})')
-    pr.add_argument('--quarantine', help='where rows that fail validation go (default: OUTPUT with .quarantine.csv)')
-    pr.add_argument('--chunksize', type=int, help='rows per chunk (default: handoff.batch_chunksize)')
+    serving.add_commands(sub)   # serve, predict
     m = sub.add_parser('model', help='model registry: list versions, promote one (and so roll back)').add_subparsers(dest='model_cmd', required=True)
     ml = m.add_parser('list', help='the versions in the registry, the production one marked')
     mp = m.add_parser('promote', help='make a version the production one')
@@ -271,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument('--url', help='archive URL (default: data.fetch.url)')
     g = d.add_parser('demo', help='regenerate the synthetic demo file (or --check that it is up to date)')
     g.add_argument('--check', action='store_true', help='exit 1 if the committed file differs from the generator')
+    mon = sub.add_parser('monitor', help='watch a served model: prediction log, outcomes, drift, alerts').add_subparsers(dest='monitor_cmd', required=True)
+    monitoring.add_commands(mon)
+    drift.add_commands(mon, sub, run_stages=run)   # also `studentperf retrain`
+    auth.add_commands(sub)   # keys
     return p
 
 # %% ../nbs/06_cli.ipynb #24fa9858
@@ -304,6 +299,7 @@ def main(argv: list|None=None # arguments (default: sys.argv[1:])
     "Entry point of the `studentperf` console script."
     a = build_parser().parse_args(argv)
     try:
+        if getattr(a, 'func', None): return a.func(a) or 0   # commands registered by other modules
         if a.cmd == 'run':
             out = Path(a.out or default_out()).resolve()
             t0 = time.time()
@@ -318,14 +314,6 @@ def main(argv: list|None=None # arguments (default: sys.argv[1:])
                 failed = {s: r for s, r in json.loads((folder/'report.json').read_text())['stages'].items() if r['status'] == 'failed'}
                 for s, r in failed.items(): print(f"studentperf: error: {r['error']}\n  the executed notebook is {folder/str(r['notebook'])}", file=sys.stderr)
                 return 1
-        elif a.cmd == 'serve':
-            from studentperf.serving import serve
-            serve(a.model, a.host, a.port, a.log_level)
-        elif a.cmd == 'predict':
-            from studentperf.handoff import predict_file
-            c = predict_file(a.model, a.input, a.output, a.quarantine, a.chunksize or load_params()['handoff']['batch_chunksize'])
-            print(f"rows_read {c['rows_read']}, rows_scored {c['rows_scored']}, rows_quarantined {c['rows_quarantined']} "
-                  f"(model {c['model_version']})\n  scores: {c['output']}\n  quarantine: {c['quarantine']}")
         elif a.cmd == 'model':
             from studentperf import handoff
             if a.model_cmd == 'promote':

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['COLUMN_LABELS', 'field_type', 'student_model', 'Prediction', 'PredictResponse', 'BatchResponse', 'create_app',
-           'app_from_env', 'serve']
+           'app_from_env', 'serve', 'add_commands']
 
 # %% ../nbs/07_serving.ipynb #75222083
 # no `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at runtime
@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request, Depends, HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
-from .config import load_params, active_schema
+from .config import load_params, active_schema, default_out
 from . import handoff
 
 # %% ../nbs/07_serving.ipynb #b72756aa
@@ -203,3 +203,31 @@ def serve(model_path: str|Path, # a model version folder (or production.json)
     "Run the API with uvicorn (one worker)."
     import uvicorn
     uvicorn.run(create_app(model_path), host=host, port=port, log_level=log_level, workers=1)
+
+# %% ../nbs/07_serving.ipynb #d40dba74
+def _serve_cmd(a) -> int:
+    serve(a.model, a.host, a.port, a.log_level)
+    return 0
+
+def _predict_cmd(a) -> int:
+    c = handoff.predict_file(a.model, a.input, a.output, a.quarantine, a.chunksize or load_params()['handoff']['batch_chunksize'])
+    print(f"rows_read {c['rows_read']}, rows_scored {c['rows_scored']}, rows_quarantined {c['rows_quarantined']} "
+          f"(model {c['model_version']})\n  scores: {c['output']}\n  quarantine: {c['quarantine']}")
+    return 0
+
+def add_commands(top # the top-level subparsers of `studentperf`
+                ):
+    "Register `studentperf serve` and `studentperf predict`."
+    models = default_out()/'models'
+    s = top.add_parser('serve', help='serve a model with the prediction API (FastAPI + uvicorn)')
+    s.add_argument('--model', default=str(models), help=f'a model version folder, or a models folder with production.json (default: {models})')
+    s.add_argument('--host', default='127.0.0.1'); s.add_argument('--port', type=int, default=8000)
+    s.add_argument('--log-level', default='info', choices=['critical', 'error', 'warning', 'info', 'debug'])
+    s.set_defaults(func=_serve_cmd)
+    pr = top.add_parser('predict', help='score a CSV file (bad rows to a quarantine file)')
+    pr.add_argument('input', help='CSV with the model input columns, coded as in the data files')
+    pr.add_argument('-o', '--output', required=True, help='CSV to write: the input columns plus probability, flag, band and model version')
+    pr.add_argument('--model', default=str(models), help=f'model version folder or models folder (default: {models})')
+    pr.add_argument('--quarantine', help='where rows that fail validation go (default: OUTPUT with .quarantine.csv)')
+    pr.add_argument('--chunksize', type=int, help='rows per chunk (default: handoff.batch_chunksize)')
+    pr.set_defaults(func=_predict_cmd)
