@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DATASET ?= demo
 SETUP   ?= C
 
-.PHONY: run test install export readme check-sync docs report smoke test-slow bench
+.PHONY: run test install hooks lab export readme check-sync docs report smoke test-slow bench
 
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,36 @@ $(STAMP): settings.ini setup.py
 	touch $(STAMP)
 
 install: $(STAMP)
+	@$(MAKE) --no-print-directory hooks VENV="$(VENV)"
+
+# nbdev's authoring hooks, where this is a git checkout (`make install` runs it; safe to rerun): nbdev_install_hooks
+# writes the clean-on-save hook to ~/.jupyter, .gitattributes + .gitconfig (notebook merges resolved by nbdev_merge,
+# so a conflicted notebook stays a valid notebook) and a post-merge hook (nbdev_trust), pointed here at this project's
+# .venv so they work without an activated environment; then a pre-commit hook refuses notebooks nbdev_clean would change.
+hooks:
+	@test -x $(BIN)/nbdev_install_hooks || $(MAKE) --no-print-directory $(STAMP)
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  PATH="$(abspath $(BIN)):$$PATH" $(BIN)/nbdev_install_hooks && \
+	  git config --local merge.nbdev-merge.driver "$(abspath $(BIN))/nbdev_merge %O %A %B %P" && \
+	  printf '#!/bin/sh\n# nbdev_install_hooks (via make hooks): trust the notebooks after a merge\n"%s/nbdev_trust"\n' \
+	    "$(abspath $(BIN))" > "$$(git rev-parse --git-path hooks)/post-merge" && \
+	  printf '%s\n' '#!/bin/sh' \
+	    '# written by make hooks: refuse to commit a notebook that nbdev_clean would change (skip once: git commit --no-verify)' \
+	    't=$$(mktemp -d) || exit 1; trap "rm -rf $$t" EXIT; bad=""' \
+	    'for f in $$(git diff --cached --name-only --diff-filter=ACMR -- "*.ipynb"); do' \
+	    '  git show ":$$f" > "$$t/a.ipynb" && cp "$$t/a.ipynb" "$$t/b.ipynb" && "$(abspath $(BIN))/nbdev_clean" --fname "$$t/b.ipynb" 2>/dev/null &&' \
+	    '    cmp -s "$$t/a.ipynb" "$$t/b.ipynb" || bad="$$bad $$f"' \
+	    'done' \
+	    '[ -z "$$bad" ] || { echo "not clean:$$bad (run nbdev_clean --fname FILE, or save it from make lab, then git add)" >&2; exit 1; }' \
+	    > "$$(git rev-parse --git-path hooks)/pre-commit" && chmod +x "$$(git rev-parse --git-path hooks)/pre-commit"; \
+	else echo "not a git repository: git hooks not installed (the Jupyter save hook comes with make lab)"; fi
+
+# JupyterLab on this machine only, in the project root, with the .venv kernel (the default "Python 3 (ipykernel)" kernel
+# is .venv/bin/python) and nbdev's clean-on-save hook (jupyter_server_config.py); prints the URL with its token
+LAB_PORT ?= 8888
+lab: $(STAMP)
+	$(BIN)/jupyter lab --config="$(CURDIR)/jupyter_server_config.py" --ServerApp.root_dir="$(CURDIR)" \
+	  --ip=127.0.0.1 --port=$(LAB_PORT) --no-browser $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # the whole pipeline on the demo data, through DVC (a second `make run` with nothing changed does nothing)
 run: $(STAMP)
