@@ -1,8 +1,8 @@
 # The studentperf prediction API. Build from the repository root:
 #   docker build -t studentperf-api .
-#   docker run -p 8000:8000 -v "$PWD/outputs/models/registry/<version>:/model:ro" studentperf-api
+#   docker run -p 8000:8000 -e WORKERS=2 -v "$PWD/outputs/models/registry/<version>:/model:ro" studentperf-api
 FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HOST=0.0.0.0 PORT=8000 STUDENTPERF_MODEL=/model
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HOST=0.0.0.0 PORT=8000 WORKERS=1 STUDENTPERF_MODEL=/model
 RUN useradd --create-home --uid 10001 app
 WORKDIR /app
 # only what installing and serving need (see .dockerignore)

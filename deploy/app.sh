@@ -2,7 +2,10 @@
 # The prediction API's install-and-start steps, in one place: the Dockerfile runs them, and CI runs them in a fresh
 # venv (deploy/smoke.sh), so the recipe is tested even where no Docker engine is available.
 #   deploy/app.sh install            install the runtime dependencies and the package (no dev tools)
-#   deploy/app.sh serve [MODEL_DIR]  serve MODEL_DIR (default $STUDENTPERF_MODEL, else /model) on $HOST:$PORT
+#   deploy/app.sh serve [MODEL_DIR]  serve MODEL_DIR (default $STUDENTPERF_MODEL, else /model) on $HOST:$PORT with
+#                                    $WORKERS processes (default 1); settings come from the model card and env vars
+#                                    (STUDENTPERF_MAX_BATCH, STUDENTPERF_MAX_BODY_BYTES, STUDENTPERF_EXPLAIN_TOP,
+#                                    STUDENTPERF_LOG_LEVEL), not from a params.yaml
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -14,9 +17,10 @@ case "${1:-}" in
     ;;
   serve)
     export STUDENTPERF_MODEL="${2:-${STUDENTPERF_MODEL:-/model}}"
-    cd "$root"   # params.yaml (API settings such as the batch limit) is read from here
+    # access lines: uvicorn's, plus the app's own (studentperf.serving.access: duration, request id, model version)
     exec "$PY" -m uvicorn studentperf.serving:app_from_env --factory \
-      --host "${HOST:-0.0.0.0}" --port "${PORT:-8000}" --workers 1 --no-access-log
+      --host "${HOST:-0.0.0.0}" --port "${PORT:-8000}" --workers "${WORKERS:-1}" \
+      --log-level "${STUDENTPERF_LOG_LEVEL:-info}"
     ;;
   *) echo "usage: $0 install | serve [MODEL_DIR]" >&2; exit 2 ;;
 esac

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 from .config import load_params, active_schema, atomic_path, write_json, write_text, project_root, git_commit, read_json
-from . import data as spdata
+from . import data as spdata, monitoring
 
 # %% auto #0
 __all__ = ['CARD_SCHEMA_VERSION', 'INTENDED_USE', 'LIMITS', 'input_schema', 'model_version', 'card_markdown', 'ArtifactError',
@@ -118,8 +118,9 @@ class Artifact:
 def write_artifact(model, # a fitted pipeline
                    card: dict, # its model card (see `build_card`)
                    registry: str|Path, # the registry folder, e.g. `OUT/models/registry`
+                   extra: dict|None=None, # more JSON files for the version, `{file name: object}` (the reference profile)
                   ) -> Path:
-    "Save `model.skops`, `model_card.json` and `model_card.md` into `registry/<version>/`, atomically."
+    "Save `model.skops`, `model_card.json`, `model_card.md` (and `extra`) into `registry/<version>/`, atomically."
     from studentperf.modeling import save_model
     registry = Path(registry); registry.mkdir(parents=True, exist_ok=True)
     final = registry/card['model_version']
@@ -130,6 +131,7 @@ def write_artifact(model, # a fitted pipeline
         card = {**card, 'model_sha256': spdata.file_sha256(tmp/'model.skops')}
         write_json(tmp/'model_card.json', card)
         write_text(tmp/'model_card.md', card_markdown(card))
+        for name, obj in (extra or {}).items(): write_json(tmp/name, obj)
         umask = os.umask(0); os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)   # mkdtemp makes 0700 folders: a server running as another user must read it
         os.replace(tmp, final)
@@ -389,13 +391,14 @@ def build_card(params: dict, # loaded parameters
 # %% ../nbs/05_handoff.ipynb #9ce611f0
 def holdout_rows(out: str|Path, # output folder of a run
                  params: dict, # loaded parameters
+                 part: str='test', # `test` (the hold-out) or `train`
                 ) -> tuple[pd.DataFrame, pd.Series]:
-    "The hold-out inputs and targets, as the model stage split them (`out/data/split.csv`)."
+    "The hold-out (or training) inputs and targets, as the model stage split them (`out/data/split.csv`)."
     from studentperf.features import split_xy
     out = Path(out)
     df = spdata.read_cleaned(out, params)
     split = pd.read_csv(out/'data'/'split.csv')
-    return split_xy(df.iloc[split.loc[split.part == 'test', 'row'].to_numpy()], params)
+    return split_xy(df.iloc[split.loc[split.part == part, 'row'].to_numpy()], params)
 
 def interpret(art: Artifact, # the loaded artifact
               X: pd.DataFrame, y: pd.Series, # hold-out rows
@@ -436,10 +439,13 @@ def run_handoff(params: dict, # loaded parameters
     from studentperf.modeling import load_model
     out = Path(out)
     card = build_card(params, out)
-    d = write_artifact(load_model(out/'models'/'model.skops'), card, out/'models'/'registry')
+    model, (X, y), cols = load_model(out/'models'/'model.skops'), holdout_rows(out, params), list(card['input_schema'])
+    p = model.predict_proba(X[cols])[:, list(model.classes_).index(1)]   # reference profile for monitoring (08)
+    prof = monitoring.reference_profile(holdout_rows(out, params, 'train')[0][cols], p, (1 - p) >= float(card['risk_threshold']),
+                                        card['input_schema'], seed=params['run']['seed'])
+    d = write_artifact(model, card, out/'models'/'registry', {monitoring.PROFILE_FILE: prof})
     promote(out/'models', card['model_version'])
     art = load_artifact(out/'models')
-    X, y = holdout_rows(out, params)
     it = interpret(art, X, y, params, out/'reports')
     write_text(out/'reports'/'interpretation.md', interpretation_markdown(art.card, it['importance'], it['directions'], it['odds'], it['figures']))
     return art

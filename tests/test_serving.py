@@ -1,0 +1,259 @@
+"Serving at production grade: no 5xx from client input (property test), the compiled fast path's parity, explanations, logs, `serve` anywhere."
+import json, logging, math, os, socket, subprocess, sys, time, urllib.request, urllib.error
+from pathlib import Path
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from studentperf import handoff
+from studentperf.config import load_params, active_schema
+from studentperf.data import synthetic_students, with_dtypes, add_target
+from studentperf.features import setup_columns
+from studentperf.fastpath import fast_predictor, explain, contributions, columns_of
+from studentperf.modeling import make_pipeline, make_ensemble
+from studentperf.serving import create_app
+
+STUDENT = {'school': 'GP', 'sex': 'F', 'age': 17, 'address': 'U', 'famsize': 'GT3', 'Pstatus': 'T', 'Medu': 4, 'Fedu': 3,
+           'Mjob': 'teacher', 'Fjob': 'other', 'reason': 'course', 'guardian': 'mother', 'traveltime': 1, 'studytime': 2,
+           'failures': 0, 'schoolsup': 'no', 'famsup': 'yes', 'paid': 'no', 'activities': 'yes', 'nursery': 'yes',
+           'higher': 'yes', 'internet': 'yes', 'romantic': 'no', 'famrel': 4, 'freetime': 3, 'goout': 3, 'Dalc': 1,
+           'Walc': 1, 'health': 5, 'absences': 2}
+JSON = {'content-type': 'application/json'}
+
+
+@pytest.fixture(scope='module')
+def app(tiny_run):
+    return create_app(tiny_run/'models', max_batch=50, max_body_bytes=100_000)
+
+
+@pytest.fixture(scope='module')
+def client(app):
+    with TestClient(app, raise_server_exceptions=False) as c: yield c
+
+
+# ---------- no 5xx from client input ----------
+
+@pytest.mark.parametrize('raw,field', [
+    ('{"age": NaN}', 'age'), ('{"age": Infinity}', 'age'), ('{"age": -Infinity}', 'age'), ('{"age": 1e999}', 'age'),
+])
+def test_non_finite_numbers_are_422_naming_the_field(client, raw, field):
+    body = json.dumps(STUDENT)[:-1] + ', ' + raw[1:]   # the student with the field replaced by a non-finite number
+    body = body.replace('"age": 17, ', '')
+    r = client.post('/predict', content=body, headers=JSON)
+    assert r.status_code == 422, r.text
+    assert [d['field'] for d in r.json()['detail']] == [field] and 'finite' in r.json()['detail'][0]['reason']
+    assert r.json()['request_id'] == r.headers['x-request-id']
+
+
+def test_python_json_nan_body_is_422(client):
+    "What Python's json module writes for a NaN: `{\"age\": NaN}` as the issue reports it."
+    r = client.post('/predict', content=json.dumps({'age': float('nan')}), headers=JSON)
+    assert r.status_code == 422 and r.json()['detail'][0]['field'] == 'age'
+
+
+@pytest.mark.parametrize('kw,status', [
+    ({'json': {**STUDENT, 'absences': False}}, 422),              # strict: a boolean is not a number
+    ({'json': {**STUDENT, 'age': True}}, 422),
+    ({'json': {**STUDENT, 'age': 10**40}}, 422),                 # huge integers
+    ({'content': ('{"age": ' + '9' * 5000 + '}').encode(), 'headers': JSON}, 422),
+    ({'content': b'\xff\xfe{"age": 17}', 'headers': JSON}, 422),   # not UTF-8
+    ({'content': '{"school": "GP"}'.encode('utf-16'), 'headers': JSON}, 422),
+    ({'content': b'[' * 100_000 + b']' * 100_000, 'headers': JSON}, 413),   # bigger than max_body_bytes
+    ({'content': b'[' * 20_000 + b']' * 20_000, 'headers': JSON}, 422),     # deep nesting
+    ({'content': b'{"a":' * 3000 + b'1' + b'}' * 3000, 'headers': JSON}, 422),
+    ({'content': b'{"age": 17', 'headers': JSON}, 422),
+    ({'json': {**STUDENT, 'age': 17.0}}, 422),
+    ({'json': {**STUDENT, 'Mjob': 'x' * 10_000}}, 422),
+])
+def test_hostile_bodies_get_4xx(client, kw, status):
+    for url in ('/predict', '/predict/batch'):
+        r = client.post(url, **kw)
+        assert r.status_code == status, (url, r.status_code, r.text[:300])
+        assert set(r.json()) == {'detail', 'request_id', 'model_version'}
+
+
+def test_error_answers_echo_only_safe_inputs(client):
+    r = client.post('/predict', json={**STUDENT, 'age': 10**40})
+    assert r.status_code == 422 and r.json()['detail'][0]['field'] == 'age'
+    r = client.post('/predict', content=('{"age": ' + '9' * 400 + '}').encode(), headers=JSON)   # beyond a float: echoed as nothing
+    assert r.status_code == 422 and [d.get('input') for d in r.json()['detail'] if d['field'] == 'age'] == [None]
+    r = client.post('/predict?explain=maybe', json=STUDENT)
+    assert r.status_code == 422 and r.json()['detail'][0]['field'] == 'query.explain'
+
+
+def test_property_no_5xx_and_responses_match_schema(app, client):
+    "schemathesis generates requests from the OpenAPI schema (valid and invalid); none may give a 5xx or an undeclared shape."
+    schemathesis = pytest.importorskip('schemathesis')
+    from hypothesis import given, settings, HealthCheck, Phase
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+    from schemathesis.checks import not_a_server_error
+    schema = schemathesis.openapi.from_asgi('/openapi.json', app)
+    n = int(os.environ.get('STUDENTPERF_PROPERTY_EXAMPLES', 15))
+    ops = [r.ok() for r in schema.get_all_operations()]
+    assert {f'{o.method.upper()} {o.path}' for o in ops} >= {'POST /predict', 'POST /predict/batch', 'GET /model'}
+    for op in ops:
+        for negative, strategy in ((False, op.as_strategy()), (True, op.as_strategy(generation_mode=schemathesis.GenerationMode.NEGATIVE))):
+            @given(case=strategy)
+            @settings(max_examples=n, deadline=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck), database=None)
+            def run(case):
+                case.call_and_validate(checks=[not_a_server_error, response_schema_conformance, status_code_conformance],
+                                       excluded_checks=None)
+            try: run()
+            except Unsatisfiable:
+                if not negative: raise   # an operation without inputs (GET /health) has no invalid request
+
+
+# ---------- logs ----------
+
+def test_unhandled_error_is_logged_with_traceback_and_request_id(app, client, caplog, monkeypatch):
+    def boom(rows): raise RuntimeError('model exploded')
+    monkeypatch.setattr(app.state.fast, 'proba', boom)
+    with caplog.at_level(logging.INFO, logger='studentperf'):
+        r = client.post('/predict', json=STUDENT, headers={'X-Request-ID': 'req-42'})
+    assert r.status_code == 500 and r.json()['request_id'] == 'req-42' and r.headers['x-request-id'] == 'req-42'
+    assert 'model exploded' not in r.text and 'Traceback' not in r.text   # nothing leaks to the client
+    err = [x for x in caplog.records if x.levelno == logging.ERROR]
+    assert err and 'req-42' in err[0].getMessage() and err[0].exc_info and 'model exploded' in caplog.text
+    assert 'Traceback' in caplog.text
+    access = [x.getMessage() for x in caplog.records if x.name == 'studentperf.serving.access']
+    assert any(a.startswith('POST /predict 500 ') and 'request_id=req-42' in a and 'model_version=' in a for a in access), access
+
+
+def test_access_line_per_request(client, caplog):
+    with caplog.at_level(logging.INFO, logger='studentperf.serving.access'):
+        r = client.post('/predict', json=STUDENT)
+        client.get('/health')
+    lines = [x.getMessage() for x in caplog.records if x.name == 'studentperf.serving.access']
+    assert len(lines) == 2 and lines[0].startswith('POST /predict 200 ') and 'ms request_id=' + r.json()['request_id'] in lines[0]
+    assert f"model_version={r.json()['model_version']}" in lines[0]
+
+
+# ---------- fast path ----------
+
+def test_model_says_which_path_serves(client):
+    assert client.get('/model').json()['serving_path'] == 'numpy logreg'
+
+
+@pytest.fixture(scope='module')
+def kinds():
+    "One tiny fitted model of every candidate kind and both ensembles (300 generated students; seconds)."
+    p = load_params(overrides={'run.quick': True})
+    sch = {c: active_schema(p)[c] for c in setup_columns(p)}
+    d = add_target(synthetic_students(300, seed=1), p['target'])
+    X, y = with_dtypes(d[list(sch)], sch), d['pass']
+    small = {'forest': {'clf__n_estimators': 15}, 'hgb': {'clf__max_iter': 10}}
+    models = {k: make_pipeline(k, p).set_params(**small.get(k, {})).fit(X, y) for k in ['logreg', 'knn', 'tree', 'forest', 'svm', 'hgb']}
+    mem = {k: make_pipeline(k, p) for k in ('logreg', 'tree')}
+    for e in ('voting', 'stacking'): models[e] = make_ensemble(e, mem, p).fit(X, y)
+    return models, sch, p
+
+
+def test_parity_with_the_skops_pipeline_on_10000_students(kinds):
+    models, sch, p = kinds
+    big = with_dtypes(synthetic_students(10_000, seed=7)[list(sch)], sch)
+    rows = big.astype(object).to_dict('records')
+    for k, m in models.items():
+        fp = fast_predictor(m, sch)
+        assert fp.path != 'scikit-learn', k
+        ref, got = m.predict_proba(big)[:, 1], fp.proba(rows)
+        assert np.abs(ref - got).max() <= 1e-6, (k, np.abs(ref - got).max())
+    assert fast_predictor(models['logreg'], sch).path == 'numpy logreg'
+
+
+def test_fallback_for_an_unknown_step(kinds):
+    from sklearn.preprocessing import FunctionTransformer
+    models, sch, p = kinds
+    m = make_pipeline('logreg', p); m.steps.insert(3, ('odd', FunctionTransformer()))
+    d = add_target(synthetic_students(200, seed=3), p['target'])
+    X = with_dtypes(d[list(sch)], sch)
+    fp = fast_predictor(m.fit(X, d['pass']), sch)
+    assert fp.path == 'scikit-learn'
+    np.testing.assert_allclose(fp.proba(X.head(5).astype(object).to_dict('records')), m.predict_proba(X.head(5))[:, 1])
+
+
+# ---------- explanations ----------
+
+def test_linear_contributions_sum_to_the_logit(kinds):
+    models, sch, p = kinds
+    fp = fast_predictor(models['logreg'], sch)
+    rows = with_dtypes(synthetic_students(200, seed=11)[list(sch)], sch).astype(object).to_dict('records')
+    con, base = contributions(fp, columns_of(rows, fp.columns, fp.categorical))
+    pp = fp.proba(rows)
+    np.testing.assert_allclose(base + sum(con.values()), np.log((1 - pp) / pp), atol=1e-9)
+    e = explain(fp, rows[:1], top=100)[0]
+    assert e['method'].startswith('exact')
+    total = sum(f['effect'] for f in e['raises_risk'] + e['lowers_risk'])
+    assert abs(base + total - np.log((1 - pp[0]) / pp[0])) < 1e-3   # effects are rounded to 4 decimals
+
+
+def test_tree_explanation_sign_of_failures(kinds):
+    "In generated data past failures lower the grade: for students with failures, the tree's explanation says they raise risk."
+    _, sch, p = kinds
+    d = add_target(synthetic_students(2000, seed=5), p['target'])
+    X = with_dtypes(d[list(sch)], sch)
+    tree = make_pipeline('tree', p).set_params(clf__max_depth=4, clf__min_samples_leaf=20).fit(X, d['pass'])
+    fp = fast_predictor(tree, sch)
+    rows = X[X['failures'] >= 2].head(40).astype(object).to_dict('records')
+    ex = explain(fp, rows, top=100)
+    eff = [next((f['effect'] for f in e['raises_risk'] + e['lowers_risk'] if f['factor'] == 'failures'), 0.0) for e in ex]
+    assert ex[0]['method'].startswith('local') and np.mean(eff) > 0 and min(eff) >= 0, eff
+    assert any(f['text'].startswith(f"failures = {r['failures']}: raises risk") for e, r in zip(ex, rows) for f in e['raises_risk'])
+
+
+def test_ensemble_explanations_use_the_local_method(kinds):
+    models, sch, p = kinds
+    rows = with_dtypes(synthetic_students(5, seed=2)[list(sch)], sch).astype(object).to_dict('records')
+    for k in ('voting', 'stacking'):
+        e = explain(fast_predictor(models[k], sch), rows)
+        assert len(e) == 5 and e[0]['method'].startswith('local') and e[0]['raises_risk'] + e[0]['lowers_risk'], k
+
+
+def test_predict_explain_endpoint(client):
+    r = client.post('/predict?explain=true', json={**STUDENT, 'failures': 3, 'absences': 30})
+    assert r.status_code == 200
+    e = r.json()['explanation']
+    assert e['raises_risk'] and all(f['effect'] > 0 and f['text'].endswith('raises risk') for f in e['raises_risk'])
+    assert client.post('/predict', json=STUDENT).json().get('explanation') is None
+
+
+# ---------- CLI ----------
+
+def free_port():
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+def test_serve_from_a_temporary_directory(tiny_run, tmp_path):
+    "No params.yaml in the working directory: the model card, flags and env vars are enough."
+    port, cli = free_port(), str(Path(sys.executable).parent/'studentperf')
+    env = {k: v for k, v in os.environ.items() if not k.startswith('STUDENTPERF_')}
+    proc = subprocess.Popen([cli, 'serve', '--model', str(tiny_run/'models'), '--port', str(port), '--workers', '1', '--max-batch', '3'],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f'http://127.0.0.1:{port}'
+    try:
+        for _ in range(160):
+            try:
+                with urllib.request.urlopen(base + '/ready', timeout=1) as r:
+                    if r.status == 200: break
+            except (urllib.error.URLError, ConnectionError, OSError): time.sleep(0.25)
+        else: pytest.fail(('server exited: ' + proc.stdout.read1().decode(errors='replace')) if proc.poll() is not None else 'not ready after 40 s')
+        req = urllib.request.Request(base + '/predict/batch', data=json.dumps({'students': [STUDENT] * 4}).encode(), headers=JSON)
+        with pytest.raises(urllib.error.HTTPError) as e: urllib.request.urlopen(req, timeout=5)
+        assert e.value.code == 413   # --max-batch reached the worker
+        req = urllib.request.Request(base + '/predict', data=json.dumps(STUDENT).encode(), headers=JSON)
+        with urllib.request.urlopen(req, timeout=5) as r: assert r.status == 200
+    finally:
+        proc.terminate(); out = proc.communicate(timeout=15)[0].decode(errors='replace')
+    assert 'POST /predict 200' in out and 'request_id=' in out, out[-2000:]   # our access lines reach the log
+
+
+def test_predict_cli_explain(tiny_run, tmp_path):
+    src = tmp_path/'in.csv'
+    pd.DataFrame([STUDENT, {**STUDENT, 'failures': 3, 'absences': 30}]).to_csv(src, sep=';', index=False)
+    cli = str(Path(sys.executable).parent/'studentperf')
+    r = subprocess.run([cli, 'predict', str(src), '-o', str(tmp_path/'out.csv'), '--model', str(tiny_run/'models'), '--explain'],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = pd.read_csv(tmp_path/'out.csv', keep_default_na=False)
+    assert len(out) == 2 and 'explained 2 rows' in r.stdout
+    assert 'raises risk' in out.loc[1, 'raises_risk'] and 'failures = 3' in out.loc[1, 'raises_risk'] + out.loc[1, 'lowers_risk']
