@@ -146,3 +146,48 @@ def test_retrain_end_to_end(tiny_run, tmp_path):
     assert hist[-1]['champion'] == champion and hist[-1]['gate_rows'] == 200
     prod = json.loads((models/'production.json').read_text())['model_version']
     assert prod == (hist[-1]['challenger'] if hist[-1]['promote'] else champion)
+
+
+def test_log_failures_from_metrics_and_time_window(tmp_path):
+    class M(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = (b'# HELP studentperf_prediction_log_errors_total Rows the prediction log could not write\n'
+                    b'# TYPE studentperf_prediction_log_errors_total counter\nstudentperf_prediction_log_errors_total 3.0\n')
+            self.send_response(200); self.send_header('content-type', 'text/plain; version=0.0.4'); self.end_headers(); self.wfile.write(body)
+        def log_message(self, *a): pass
+    srv = HTTPServer(('127.0.0.1', 0), M)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try: assert drift.log_errors(f'http://127.0.0.1:{srv.server_address[1]}/metrics') == 3
+    finally: srv.shutdown(); srv.server_close()
+    req, _ = drift.simulate_stream('none', 48, seed=1)   # one request an hour or so from 2026-01-05
+    req.assign(probability_pass=0.8).to_csv(tmp_path/'w.csv', index=False)
+    assert 0 < len(drift.read_window(tmp_path/'w.csv', since='2026-01-06')) < 48
+    req.drop(columns='requested_at').assign(probability_pass=0.8).to_csv(tmp_path/'nt.csv', index=False)
+    with pytest.raises(ValueError, match='time column'): drift.read_window(tmp_path/'nt.csv', since='2026-01-06')
+    req.assign(probability_pass=1.5).to_csv(tmp_path/'bad.csv', index=False)
+    with pytest.raises(ValueError, match='probability_pass'): drift.read_window(tmp_path/'bad.csv')
+
+
+def test_check_reads_the_prediction_log(tiny_run, tmp_path):
+    "The window comes from the store that the API and `predict` write (08_monitoring), not only from a CSV."
+    from studentperf import monitoring
+    art = handoff.load_artifact(tiny_run/'models')
+    req, _ = drift.simulate_stream('covariate', 200, seed=8)
+    X = handoff.model_input(req, art)
+    url = f"sqlite:///{tmp_path/'predictions.sqlite'}"
+    plog = monitoring.PredictionLog(url)
+    plog.record(X, handoff.score(art, X), art.version, art.threshold, list(req['student_ref']))
+    assert plog.close() and plog.written == 200
+    w = drift.store_window(url, model_version=art.version)
+    assert len(w) == 200 and w['probability_pass'].between(0, 1).all() and 'time' in w
+    assert main(['monitor', 'check', '--store', url, '--models', str(tiny_run/'models'), '--out', str(tmp_path), '--no-action']) == 1
+    assert 'prediction_drift' in {a['rule'] for a in drift.read_alerts(tmp_path/'monitoring'/'alerts.jsonl')}
+
+
+@pytest.mark.skipif(not os.environ.get('STUDENTPERF_SLOW'), reason='the monitoring report executes the 09 notebook with papermill (set STUDENTPERF_SLOW=1)')
+def test_monitor_report(tiny_run, window, tmp_path):
+    args = ['monitor', 'report', '--window', str(window['covariate'][0]), '--outcomes', str(window['covariate'][1]),
+            '--models', str(tiny_run/'models'), '--out', str(tmp_path)]
+    assert main(args) == 0
+    html = (tmp_path/'reports'/'09_drift.html').read_text()
+    assert 'absences' in html and 'prediction_drift' in html

@@ -131,6 +131,14 @@ def test_access_line_per_request(client, caplog):
 
 # ---------- fast path ----------
 
+def test_request_path_builds_no_pandas_frame(client, monkeypatch):
+    def no_frame(*a, **k): raise AssertionError('a pandas DataFrame was built on the request path')
+    monkeypatch.setattr(pd, 'DataFrame', no_frame)
+    assert client.post('/predict', json=STUDENT).status_code == 200
+    assert client.post('/predict?explain=true', json=STUDENT).status_code == 200
+    assert client.post('/predict/batch', json={'students': [STUDENT] * 3}).status_code == 200
+
+
 def test_model_says_which_path_serves(client):
     assert client.get('/model').json()['serving_path'] == 'numpy logreg'
 
@@ -257,3 +265,78 @@ def test_predict_cli_explain(tiny_run, tmp_path):
     out = pd.read_csv(tmp_path/'out.csv', keep_default_na=False)
     assert len(out) == 2 and 'explained 2 rows' in r.stdout
     assert 'raises risk' in out.loc[1, 'raises_risk'] and 'failures = 3' in out.loc[1, 'raises_risk'] + out.loc[1, 'lowers_risk']
+
+
+# ---------- the prediction log and Prometheus metrics (issue 11) ----------
+
+from prometheus_client.parser import text_string_to_metric_families
+from studentperf import monitoring
+from studentperf.runner import main
+
+
+def test_api_predictions_land_in_the_log_with_the_returned_id(tiny_run, tmp_path):
+    url = f"sqlite:///{tmp_path/'log.sqlite'}"
+    plog = monitoring.PredictionLog(url)
+    with TestClient(create_app(tiny_run/'models', prediction_log=plog)) as c:
+        one = c.post('/predict', json={**STUDENT, 'student_ref': 'S-1'}).json()
+        many = c.post('/predict/batch', json={'students': [STUDENT, {**STUDENT, 'absences': 30, 'student_ref': 'S-3'}]}).json()
+        assert c.post('/predict', json={**STUDENT, 'teacher': 'x'}).status_code == 422   # no other extra field is allowed
+        assert c.post('/predict', json={**STUDENT, 'student_ref': 7}).status_code == 422
+        assert c.get('/ready').json()['warnings'] == []
+    assert plog.flush()
+    logged = monitoring.predictions_frame(url).set_index('prediction_id')
+    ids = [one['prediction_id'], *(p['prediction_id'] for p in many['predictions'])]
+    assert sorted(logged.index) == sorted(ids) and len(set(ids)) == 3
+    assert one['student_ref'] == 'S-1' and logged.loc[one['prediction_id'], 'student_ref'] == 'S-1'
+    assert pd.isna(logged.loc[ids[1], 'student_ref']) and logged.loc[ids[2], 'student_ref'] == 'S-3'
+    assert abs(logged.loc[ids[0], 'p_pass'] - one['probability_pass']) < 1e-12 and logged.loc[ids[2], 'absences'] == 30
+    assert set(logged['source']) == {'api'}
+    plog.close()
+
+
+def test_a_failing_store_never_fails_a_prediction(tiny_run):
+    class Broken(monitoring.PredictionLog):
+        def _run(self):   # the writer thread fails every batch, as a store that is down would
+            while True:
+                batch = self._take()
+                if not batch and self._stop: return
+                if batch: self._fail(len(batch), OSError('store is down'))
+                with self._cv: self._busy = 0; self._cv.notify_all()
+    plog = Broken('sqlite://')
+    before = monitoring.METRICS['log_errors']._value.get()
+    with TestClient(create_app(tiny_run/'models', prediction_log=plog)) as c:
+        r = c.post('/predict', json=STUDENT)
+        assert r.status_code == 200 and r.json()['prediction_id']
+        plog.flush()
+        ready = c.get('/ready').json()
+        assert ready['status'] == 'ready' and any('could not be written' in w for w in ready['warnings'])
+        fams = {f.name: f for f in text_string_to_metric_families(c.get('/metrics').text)}
+    assert plog.errors == 1 and monitoring.METRICS['log_errors']._value.get() == before + 1
+    assert fams['studentperf_prediction_log_errors']
+    plog.close()
+
+
+def test_metrics_are_prometheus_text(client):
+    client.post('/predict', json=STUDENT)
+    r = client.get('/metrics')
+    assert r.status_code == 200 and r.headers['content-type'].startswith('text/plain')
+    fams = {f.name: f for f in text_string_to_metric_families(r.text)}
+    assert {'http_requests', 'http_request_duration_seconds', 'studentperf_predictions', 'studentperf_model_info'} <= set(fams)
+    served = [s for s in fams['http_requests'].samples if s.labels.get('path') == '/predict' and s.labels.get('status') == '200']
+    assert served and served[0].value >= 1
+    assert [s.labels['version'] for s in fams['studentperf_model_info'].samples if s.value == 1] == [client.get('/model').json()['model_version']]
+
+
+def test_batch_cli_records_every_row_with_its_id(tiny_run, tmp_path, capsys):
+    rows = synthetic_students(30, seed=5).drop(columns=['G1', 'G2', 'G3'], errors='ignore')
+    rows.insert(0, 'student_ref', [f'R{i}' for i in range(len(rows))])
+    rows.loc[3, 'age'] = 99   # invalid: quarantined, not logged
+    rows.to_csv(tmp_path/'class.csv', sep=';', index=False)
+    url = f"sqlite:///{tmp_path/'log.sqlite'}"
+    assert main(['predict', str(tmp_path/'class.csv'), '-o', str(tmp_path/'scored.csv'), '--model', str(tiny_run/'models'), '--store', url]) == 0
+    scored = pd.read_csv(tmp_path/'scored.csv')
+    assert len(scored) == 29 and scored.columns[0] == 'prediction_id' and scored['prediction_id'].is_unique
+    logged = monitoring.predictions_frame(url).set_index('prediction_id')
+    assert sorted(logged.index) == sorted(scored['prediction_id']) and set(logged['source']) == {'batch'}
+    assert (logged.loc[scored['prediction_id'], 'student_ref'].values == scored['student_ref'].values).all()
+    assert 'recorded 29 predictions' in capsys.readouterr().out
