@@ -17,6 +17,9 @@ case "${1:-}" in
     ;;
   serve)
     export STUDENTPERF_MODEL="${2:-${STUDENTPERF_MODEL:-/model}}"
+    # API keys: required once the key store ($STUDENTPERF_KEYS) has any; without keys only a loopback HOST is served,
+    # unless STUDENTPERF_INSECURE_NO_AUTH=1 (an authenticating proxy in front): see the Security section of the docs
+    export STUDENTPERF_HOST="${HOST:-0.0.0.0}"
     # access lines: uvicorn's, plus the app's own (studentperf.serving.access: duration, request id, model version)
     exec "$PY" -m uvicorn studentperf.serving:app_from_env --factory \
       --host "${HOST:-0.0.0.0}" --port "${PORT:-8000}" --workers "${WORKERS:-1}" \

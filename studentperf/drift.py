@@ -12,7 +12,7 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 from .config import load_params, parse_set, active_schema, default_out, project_root, write_json, write_text, write_csv, read_json
-from . import data as spdata, handoff
+from . import data as spdata, handoff, auth
 from .monitoring import reference_profile, category_key, predictions_frame, labelled_frame, make_engine, store_url, PROFILE_FILE
 
 log = logging.getLogger(__name__)
@@ -496,6 +496,7 @@ def retrain(labelled: pd.DataFrame, # logged predictions with outcomes (inputs, 
            'promote': dec['promote'], 'reason': dec['reason'], 'rule': dec['rule'],
            'evidence': {k: dec.get(k) for k in ('champion', 'challenger')}}
     append_history(models, rec)
+    auth.audit('retrain.decision', champion=champ.version, challenger=chal.version, promote=dec['promote'], reason=dec['reason'])
     log.info("retrain: %s (%s)", 'challenger promoted' if dec['promote'] else 'champion kept', dec['reason'])
     return rec
 

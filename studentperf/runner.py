@@ -317,7 +317,9 @@ def main(argv: list|None=None # arguments (default: sys.argv[1:])
         elif a.cmd == 'model':
             from studentperf import handoff
             if a.model_cmd == 'promote':
+                before = next((v for v, cur in handoff.versions(a.models) if cur), None)
                 handoff.promote(a.models, a.version); print(f"production model: {a.version}")
+                auth.audit('model.promote', version=a.version, previous=before, models=str(Path(a.models).resolve()))
             else:
                 for v, cur in handoff.versions(a.models): print(('* ' if cur else '  ') + v)
         elif a.cmd == 'data':

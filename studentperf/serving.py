@@ -25,7 +25,7 @@ from .config import load_params, default_out, atomic_path
 from . import handoff
 from .features import setup_columns
 from .fastpath import FastPredictor, fast_predictor, explain
-from . import monitoring
+from . import monitoring, auth
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger(__name__ + '.access')
@@ -260,8 +260,8 @@ class RequestContext:
                 r = _json({'detail': 'internal error', 'request_id': rid, 'model_version': self.version()}, 500)
                 await r(scope, receive, send_with_ids)
         finally:
-            access_log.info('%s %s %d %.2fms request_id=%s model_version=%s', scope['method'], scope['path'], status[0],
-                            (time.perf_counter() - t0) * 1000, rid, self.version())
+            access_log.info('%s %s %d %.2fms request_id=%s model_version=%s key_id=%s', scope['method'], scope['path'], status[0],
+                            (time.perf_counter() - t0) * 1000, rid, self.version(), scope['state'].get('key_id', '-'))
 
 
 # %% ../nbs/07_serving.ipynb #d2f4b72e
@@ -391,27 +391,32 @@ def _setup_logging(level: str|int|None=None):
 def app_from_env() -> FastAPI:
     """The app for `uvicorn --factory` (the container, `serve --workers N`): settings from environment variables.
     `$STUDENTPERF_MODEL` is the model folder (without one, or if it is missing, the API starts unready); `$STUDENTPERF_MAX_BATCH`,
-    `$STUDENTPERF_MAX_BODY_BYTES`, `$STUDENTPERF_EXPLAIN_TOP` and `$STUDENTPERF_LOG_LEVEL` override the defaults. No `params.yaml` is read
+    `$STUDENTPERF_MAX_BODY_BYTES`, `$STUDENTPERF_EXPLAIN_TOP` and `$STUDENTPERF_LOG_LEVEL` override the defaults. API keys are
+    required when the key store (`$STUDENTPERF_KEYS`) has any (see `auth.protect_from_env`). No `params.yaml` is read
     when a model is given: the model card has the schema."""
     _setup_logging()
     path = os.environ.get('STUDENTPERF_MODEL')
     try: ok = bool(path) and (handoff.artifact_dir(path)/'model_card.json').exists()
     except (handoff.ArtifactError, OSError, ValueError, KeyError): ok = False
     if path and not ok: log.warning('no model at %s: serving unready (GET /ready answers 503)', path)
-    if ok: return create_app(path)
-    return create_app(None)
+    app = create_app(path if ok else None)
+    auth.protect_from_env(app)   # API keys (when any exist) from `$STUDENTPERF_KEYS`; bind address and flag from `serve`
+    return app
 
 def serve(model_path: str|Path, # a model version folder (or production.json)
           host: str='127.0.0.1', port: int=8000, # where to listen
           log_level: str='info', # studentperf and uvicorn log level
           workers: int=1, # uvicorn worker processes
           max_batch: int|None=None, max_body_bytes: int|None=None, # API limits (default: env vars, else built-in defaults)
+          insecure_no_auth: bool=False, # allow a non-loopback address without API keys (a warning at start and every hour)
          ):
     "Run the API with uvicorn: `workers` processes, each building the app with `app_from_env` (settings passed as env vars)."
     import uvicorn
     path = handoff.artifact_dir(model_path)   # resolve production.json once: every worker serves the same version
     if not (path/'model_card.json').exists(): raise handoff.ArtifactError(f"{path} is not a studentperf model folder (no model_card.json)")
-    os.environ.update({'STUDENTPERF_MODEL': str(path.resolve()), 'STUDENTPERF_LOG_LEVEL': log_level,
+    auth.check_bind(host, auth.KeyStore.from_params(None), insecure_no_auth, warn_every=None)   # refuse before any worker starts
+    os.environ.update({'STUDENTPERF_MODEL': str(path.resolve()), 'STUDENTPERF_LOG_LEVEL': log_level, 'STUDENTPERF_HOST': host,
+                       'STUDENTPERF_INSECURE_NO_AUTH': '1' if insecure_no_auth else '',
                        **{ENV[k]: str(v) for k, v in (('max_batch', max_batch), ('max_body_bytes', max_body_bytes)) if v is not None}})
     if workers > 1 and not os.environ.get('PROMETHEUS_MULTIPROC_DIR'):   # /metrics adds up all workers (prometheus-client multiprocess mode)
         import tempfile
@@ -422,7 +427,8 @@ def serve(model_path: str|Path, # a model version folder (or production.json)
 # %% ../nbs/07_serving.ipynb #d40dba74
 def _serve_cmd(a) -> int:
     if a.store: os.environ[monitoring.STORE_ENV] = a.store   # read by every worker (`app_from_env`)
-    serve(a.model, a.host, a.port, a.log_level, a.workers, a.max_batch, a.max_body_bytes)
+    if a.keys: os.environ['STUDENTPERF_KEYS'] = str(Path(a.keys).expanduser().resolve())
+    serve(a.model, a.host, a.port, a.log_level, a.workers, a.max_batch, a.max_body_bytes, a.insecure_no_auth)
     return 0
 
 def annotate_scores(model_path: str|Path, # the model that scored the file
@@ -481,6 +487,8 @@ def add_commands(top # the top-level subparsers of `studentperf`
     s.add_argument('--max-body-bytes', type=int, help=f"largest request body (default ${ENV['max_body_bytes']} or {API_DEFAULTS['max_body_bytes']})")
     s.add_argument('--log-level', default=os.environ.get('STUDENTPERF_LOG_LEVEL', 'info'), choices=['critical', 'error', 'warning', 'info', 'debug'])
     s.add_argument('--store', help=f'prediction log (SQLAlchemy URL; default ${monitoring.STORE_ENV} or the SQLite file of the model\'s run)')
+    s.add_argument('--keys', help='API key store (default $STUDENTPERF_KEYS, auth.store, or outputs/auth/keys.json); keys are required once it has any')
+    s.add_argument('--insecure-no-auth', action='store_true', help='serve a non-loopback address without API keys (logs a warning at start and every hour)')
     s.set_defaults(func=_serve_cmd)
     pr = top.add_parser('predict', help='score a CSV file (bad rows to a quarantine file)')
     pr.add_argument('input', help='CSV with the model input columns, coded as in the data files')

@@ -340,3 +340,35 @@ def test_batch_cli_records_every_row_with_its_id(tiny_run, tmp_path, capsys):
     assert sorted(logged.index) == sorted(scored['prediction_id']) and set(logged['source']) == {'batch'}
     assert (logged.loc[scored['prediction_id'], 'student_ref'].values == scored['student_ref'].values).all()
     assert 'recorded 29 predictions' in capsys.readouterr().out
+
+
+# ---------- access control, as `serve` and the container wire it (issue 16) ----------
+
+from studentperf import auth
+from studentperf.serving import app_from_env
+
+
+def test_server_app_requires_keys_once_they_exist_and_logs_the_key_id(tiny_run, tmp_path, monkeypatch):
+    ks = auth.KeyStore(tmp_path/'keys.json', scrypt_n=2**10)
+    key, rec = ks.create('sis', ['predict'])
+    url = f"sqlite:///{tmp_path/'log.sqlite'}"
+    for k, v in {'STUDENTPERF_MODEL': str(tiny_run/'models'), 'STUDENTPERF_KEYS': str(tmp_path/'keys.json'),
+                 'STUDENTPERF_HOST': '127.0.0.1', 'STUDENTPERF_MONITORING_STORE': url}.items(): monkeypatch.setenv(k, v)
+    with TestClient(app_from_env()) as c:
+        assert c.get('/ready').status_code == 200                       # open for load balancers
+        r = c.post('/predict', json=STUDENT)
+        assert r.status_code == 401 and r.headers['www-authenticate'].startswith('Bearer')
+        assert c.get('/metrics', headers={'Authorization': f'Bearer {key}'}).status_code == 403   # needs `monitor`
+        ok = c.post('/predict', json=STUDENT, headers={'Authorization': f'Bearer {key}'})
+        assert ok.status_code == 200
+        assert 'apiKey' in c.get('/openapi.json').json()['components']['securitySchemes']
+    logged = monitoring.predictions_frame(url).set_index('prediction_id')
+    assert logged.loc[ok.json()['prediction_id'], 'key_id'] == rec['id']
+    assert key not in (tmp_path/'keys.json').read_text()
+
+
+def test_serve_refuses_a_network_address_without_keys(tiny_run, tmp_path, capsys):
+    args = ['serve', '--model', str(tiny_run/'models'), '--host', '0.0.0.0', '--keys', str(tmp_path/'none.json')]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert 'refusing to serve on 0.0.0.0 without API keys' in err and '--insecure-no-auth' in err
