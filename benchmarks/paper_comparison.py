@@ -27,7 +27,7 @@ import sklearn, imblearn
 from studentperf.config import load_params, set_dotted, write_text
 from studentperf.data import load_dataset
 from studentperf.features import split_xy
-from studentperf.modeling import METRICS, model_settings, score_all, train_models
+from studentperf.modeling import SEARCH_METRICS, model_settings, score_all, train_models
 
 # Table 3 of Cortez & Silva (2008): binary PCC (%), mean of 20 runs of 10-fold CV. NV = naive predictor.
 PAPER = {
@@ -95,11 +95,11 @@ CI_MIN_RUNS = 5   # below this, a t-interval over runs is meaningless (t = 12.7 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     """Per dataset, setup and model: the mean over runs of each run's mean over folds, and a spread: the half-width of a
     95% t-interval over runs (as the paper) with at least `CI_MIN_RUNS` runs, else the standard deviation over all outer folds."""
-    per_run = rows.groupby(['dataset', 'setup', 'model', 'run'])[list(METRICS)].mean().reset_index()
-    g = per_run.groupby(['dataset', 'setup', 'model'])[list(METRICS)]
+    per_run = rows.groupby(['dataset', 'setup', 'model', 'run'])[list(SEARCH_METRICS)].mean().reset_index()
+    g = per_run.groupby(['dataset', 'setup', 'model'])[list(SEARCH_METRICS)]
     mean, sd, n = g.mean(), g.std(ddof=1), g.count()
     if rows['run'].nunique() >= CI_MIN_RUNS: spread = sd * stats.t.ppf(0.975, n - 1) / np.sqrt(n)
-    else: spread = rows.groupby(['dataset', 'setup', 'model'])[list(METRICS)].std(ddof=1)
+    else: spread = rows.groupby(['dataset', 'setup', 'model'])[list(SEARCH_METRICS)].std(ddof=1)
     return mean.join(spread.add_suffix('_ci')).reset_index()
 
 
@@ -120,7 +120,7 @@ def picks_from_rows(rows: pd.DataFrame) -> dict:
     "Which model `selected` was in each outer fold, recovered from the saved scores (the model with the same four scores)."
     chosen = {}
     for (ds, st, r, k), g in rows.groupby(['dataset', 'setup', 'run', 'fold']):
-        s = g.set_index('model')[list(METRICS)]
+        s = g.set_index('model')[list(SEARCH_METRICS)]
         same = [m for m in MODEL_ORDER if m in s.index and m not in ('selected', 'naive_grade') and (s.loc[m] == s.loc['selected']).all()]
         d = chosen.setdefault((ds, st), {}); name = same[0] if same else '?'
         d[name] = d.get(name, 0) + 1

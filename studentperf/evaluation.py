@@ -20,10 +20,10 @@ from .features import split_xy
 from .modeling import load_model
 
 # %% auto #0
-__all__ = ['AT_RISK', 'PASS', 'CLASS_NAMES', 'METRICS', 'THRESHOLD_METRICS', 'GROUP_METRICS', 'OUTCOMES', 'OPS', 'COLORS',
+__all__ = ['AT_RISK', 'PASS', 'CLASS_NAMES', 'REPORT_METRICS', 'THRESHOLD_METRICS', 'GROUP_METRICS', 'OUTCOMES', 'OPS', 'COLORS',
            'PANELS', 'risk_score', 'predict_pass', 'check_scores', 'roc_auc', 'average_precision', 'confusion_counts',
            'counts_metrics', 'classification_metrics', 'confusion_frame', 'classification_report', 'bootstrap_ci',
-           'threshold_curve', 'choose_threshold', 'group_metrics', 'group_gaps', 'outcomes', 'compare_features',
+           'threshold_curve', 'choose_threshold', 'group_metrics', 'group_gaps', 'outcomes', 'compare_student_groups',
            'check_requirements', 'Evaluation', 'is_quick', 'evaluate', 'roc_points', 'pr_points', 'calibration_points',
            'plot_confusion', 'plot_roc', 'plot_pr', 'plot_calibration', 'plot_groups', 'plot_threshold',
            'summary_figure', 'panel_figure', 'plot_model_comparison', 'jsonable', 'metrics_json', 'save_figure',
@@ -86,14 +86,14 @@ def counts_metrics(c: dict # `tp, fn, fp, tn`
     return m
 
 # %% ../nbs/04_evaluation.ipynb #1ed52d8c
-METRICS = ['accuracy', 'balanced_accuracy', 'precision_at_risk', 'recall_at_risk', 'f1_at_risk',
+REPORT_METRICS = ['accuracy', 'balanced_accuracy', 'precision_at_risk', 'recall_at_risk', 'f1_at_risk',
            'precision_pass', 'recall_pass', 'f1_pass', 'roc_auc', 'pr_auc_at_risk', 'brier', 'log_loss']
 
 def classification_metrics(y_true, # true outcomes, 1 = pass, 0 = at risk
                            p_pass, # predicted P(pass)
                            threshold: float=0.5, # flag at risk when `1 - P(pass) >= threshold`
                           ) -> dict:
-    "Every metric of `METRICS` plus counts (`n`, `n_at_risk`, `tp`, `fn`, `fp`, `tn`) at `threshold`."
+    "Every metric of `REPORT_METRICS` plus counts (`n`, `n_at_risk`, `tp`, `fn`, `fp`, `tn`) at `threshold`."
     y, p = check_scores(y_true, p_pass)
     r = risk_score(p)
     c = confusion_counts(y, r >= threshold)
@@ -125,16 +125,16 @@ def classification_report(y_true, p_pass, threshold: float=0.5, output_dict: boo
 def bootstrap_ci(y_true, # true outcomes, 1 = pass
                  p_pass, # predicted P(pass)
                  threshold: float=0.5, # flag at risk when `1 - P(pass) >= threshold`
-                 metrics: list|None=None, # names from `METRICS`; default all
+                 metrics: list|None=None, # names from `REPORT_METRICS`; default all
                  n: int=1000, # bootstrap resamples
                  confidence: float=0.95, # width of the interval
                  seed: int=42, # random seed
                 ) -> pd.DataFrame:
     "Percentile bootstrap interval of each metric: `estimate`, `low`, `high`, `n_valid`, one row per metric."
     y, p = check_scores(y_true, p_pass)
-    metrics = list(metrics or METRICS)
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown: raise ValueError(f"unknown metric(s) {unknown} in evaluate.bootstrap.metrics; known: {METRICS}")
+    metrics = list(metrics or REPORT_METRICS)
+    unknown = [m for m in metrics if m not in REPORT_METRICS]
+    if unknown: raise ValueError(f"unknown metric(s) {unknown} in evaluate.bootstrap.metrics; known: {REPORT_METRICS}")
     if not 0 < confidence < 1: raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
     rng = np.random.default_rng(seed)
     vals = np.full((n, len(metrics)), np.nan)
@@ -240,7 +240,7 @@ def outcomes(y_true, # true outcomes, 1 = pass
     f, at = risk_score(p) >= threshold, y == AT_RISK
     return np.select([at & f, at & ~f, ~at & f], OUTCOMES[:3], OUTCOMES[3])
 
-def compare_features(X: pd.DataFrame, # the students' input columns (raw, as in the data)
+def compare_student_groups(X: pd.DataFrame, # the students' input columns (raw, as in the data)
                      a, # boolean mask of the first set of students (e.g. missed)
                      b, # boolean mask of the set to compare with (e.g. found)
                      top: int=8, # rows to return
@@ -276,7 +276,7 @@ def check_requirements(results: dict, # {'default': metrics, 'operating': metric
     "One row per target: `metric`, `op`, `target`, `at`, `value`, `verdict` (MET / NOT MET), the interval and `certainty`."
     rows = []
     for metric, t in targets.items():
-        if metric not in METRICS: raise ValueError(f"evaluate.targets.{metric}: unknown metric; use one of {METRICS}")
+        if metric not in REPORT_METRICS: raise ValueError(f"evaluate.targets.{metric}: unknown metric; use one of {REPORT_METRICS}")
         op, at = t.get('op', '>='), t.get('at', 'default')
         if op not in OPS: raise ValueError(f"evaluate.targets.{metric}.op: {op!r}; use one of {list(OPS)}")
         if at not in results: raise ValueError(f"evaluate.targets.{metric}.at: {at!r}; use one of {list(results)}")
@@ -351,8 +351,8 @@ def evaluate(y_true, # hold-out outcomes, 1 = pass
     students = X.assign(y=y, p_pass=p, risk=risk_score(p), **{f'outcome_{k}': outcomes(y, p, t) for k, t in ths.items()})
     oc = students[f"outcome_{ep['error_analysis_at']}"].to_numpy()
     top = ep['error_top_features']
-    error_compare = {'missed vs found': compare_features(X, oc == 'missed', oc == 'found', top),
-                     'false alarm vs correct pass': compare_features(X, oc == 'false alarm', oc == 'correct pass', top)}
+    error_compare = {'missed vs found': compare_student_groups(X, oc == 'missed', oc == 'found', top),
+                     'false alarm vs correct pass': compare_student_groups(X, oc == 'false alarm', oc == 'correct pass', top)}
     req = check_requirements(results, ep['targets'], cis)
     settings = {'threshold_source': src, 'bootstrap_n': int(nb), 'confidence': bs['confidence'], 'error_analysis_at': ep['error_analysis_at'],
                 'oof_n': int(len(oof[0])) if oof is not None else 0}
@@ -523,8 +523,8 @@ def metrics_json(ev: Evaluation, # the evaluation
     req = ev.requirements.set_index('metric')
     return jsonable({
         **(extra or {}), 'n_test': d['n'], 'n_at_risk_test': d['n_at_risk'],
-        **{k: d[k] for k in METRICS}, 'default_threshold': d['threshold'],
-        'operating_threshold': o['threshold'], 'operating': {k: o[k] for k in (*METRICS, 'flagged_share')},
+        **{k: d[k] for k in REPORT_METRICS}, 'default_threshold': d['threshold'],
+        'operating_threshold': o['threshold'], 'operating': {k: o[k] for k in (*REPORT_METRICS, 'flagged_share')},
         'threshold_rule': {**ev.chosen, **ev.settings},
         'requirements_met': bool((ev.requirements.verdict == 'MET').all()),
         'requirements': {m: {k: r[k] for k in ('verdict', 'value', 'op', 'target', 'at', 'threshold', 'ci_low', 'ci_high', 'certainty')}

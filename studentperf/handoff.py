@@ -297,9 +297,9 @@ def direction(model, # fitted pipeline
     return pd.DataFrame({'value': pd_['grid_values'][0], 'mean_p_pass': pd_['average'][0]})
 
 # %% ../nbs/05_handoff.ipynb #cbe07c53
-def _label(c: str) -> str:
-    from studentperf.serving import COLUMN_LABELS
-    return COLUMN_LABELS.get(c, c)
+def _label(card: dict, c: str) -> str:
+    "A column's plain description: the schema's `label` (params.yaml), carried by the model card's input schema."
+    return card['input_schema'].get(c, {}).get('label', c)
 
 def interpretation_markdown(card: dict, # the model card
                             imp: pd.DataFrame, # `importance` output
@@ -317,7 +317,7 @@ def interpretation_markdown(card: dict, # the model card
              "Measured on students the model did not see in training: how much its ability to tell passing from failing students "
              "(ROC-AUC) drops when one piece of information is scrambled between students. Larger means the model relies on it more.", ""]
     for r in top.itertuples():
-        lines.append(f"- **{r.column}** ({_label(r.column)}): ROC-AUC drops by {r.importance:.3f} (+/- {r.std:.3f}).")
+        lines.append(f"- **{r.column}** ({_label(card, r.column)}): ROC-AUC drops by {r.importance:.3f} (+/- {r.std:.3f}).")
     if (imp['importance'] <= 0).any():
         lines += ["", "Information whose scrambling does not lower the ROC-AUC (drop of 0 or less) is not used in a way that "
                   "helps on new students: " + ', '.join(f'`{c}`' for c in imp.loc[imp.importance <= 0, 'column']) + '.']
@@ -328,7 +328,7 @@ def interpretation_markdown(card: dict, # the model card
         lo, hi = d.iloc[0], d.iloc[-1]
         way = 'lower' if hi.mean_p_pass < lo.mean_p_pass else 'higher'
         risk = 'raises' if way == 'lower' else 'lowers'
-        lines.append(f"- **{c}** ({_label(c)}): from {lo.mean_p_pass:.2f} at {lo.value:g} to {hi.mean_p_pass:.2f} at {hi.value:g}; "
+        lines.append(f"- **{c}** ({_label(card, c)}): from {lo.mean_p_pass:.2f} at {lo.value:g} to {hi.mean_p_pass:.2f} at {hi.value:g}; "
                      f"a higher value {risk} the estimated risk.")
     if odds is not None:
         lines += ["", "## Coefficients (linear model)", "",

@@ -31,11 +31,11 @@ from .data import read_cleaned, run_prepare
 from .features import build_preprocessor, split_xy
 
 # %% auto #0
-__all__ = ['METRICS', 'ESTIMATORS', 'TRUSTED_TYPES', 'model_settings', 'scorers', 'score_all', 'holdout_split', 'split_table',
-           'make_estimator', 'clf_prefix', 'make_sampler', 'prep_steps', 'make_pipeline', 'preprocessor_of',
-           'param_grid', 'strategy', 'cv_splitter', 'tune', 'cv_summary', 'clean_params', 'imbalance_table',
-           'make_ensemble', 'baseline', 'select', 'select_by', 'compare_features', 'Trained', 'train_models',
-           'UntrustedModelError', 'save_model', 'load_model', 'holdout_columns', 'run_model']
+__all__ = ['SEARCH_METRICS', 'ESTIMATORS', 'TRUSTED_TYPES', 'model_settings', 'scorers', 'score_all', 'holdout_split',
+           'split_table', 'make_estimator', 'clf_prefix', 'make_sampler', 'prep_steps', 'make_pipeline',
+           'preprocessor_of', 'param_grid', 'strategy', 'cv_splitter', 'tune', 'cv_summary', 'clean_params',
+           'imbalance_table', 'make_ensemble', 'baseline', 'select', 'select_by', 'compare_feature_variants', 'Trained',
+           'train_models', 'UntrustedModelError', 'save_model', 'load_model', 'holdout_columns', 'run_model']
 
 # %% ../nbs/03_modeling.ipynb #23fd3078
 def model_settings(params: dict # loaded parameters
@@ -46,7 +46,7 @@ def model_settings(params: dict # loaded parameters
     if params['run'].get('quick'): m.update(copy.deepcopy(quick))
     unknown = set(m['candidates']) - set(ESTIMATORS)
     if unknown: raise ValueError(f"model.candidates: unknown candidate(s) {sorted(unknown)}; known: {sorted(ESTIMATORS)}")
-    if m['metric'] not in METRICS: raise ValueError(f"model.metric must be one of {list(METRICS)}, not {m['metric']!r}")
+    if m['metric'] not in SEARCH_METRICS: raise ValueError(f"model.metric must be one of {list(SEARCH_METRICS)}, not {m['metric']!r}")
     if m['selection'] not in ('best', 'one_se'): raise ValueError(f"model.selection must be 'best' or 'one_se', not {m['selection']!r}")
     if m['feature_reference'] not in ESTIMATORS: raise ValueError(f"model.feature_reference must be one of {sorted(ESTIMATORS)}")
     if set(m['ensembles']) - {'voting', 'stacking'}: raise ValueError(f"model.ensembles: use voting and/or stacking, not {m['ensembles']}")
@@ -57,10 +57,10 @@ def model_settings(params: dict # loaded parameters
     return m
 
 # %% ../nbs/03_modeling.ipynb #d8eb4f83
-METRICS = ('accuracy', 'balanced_accuracy', 'f1_at_risk', 'roc_auc')
+SEARCH_METRICS = ('accuracy', 'balanced_accuracy', 'f1_at_risk', 'roc_auc')
 
 def scorers() -> dict:
-    "The scorers of `METRICS`; F1 is that of the at-risk class (`pass == 0`)."
+    "The scorers of `SEARCH_METRICS`; F1 is that of the at-risk class (`pass == 0`)."
     return {'accuracy': 'accuracy', 'balanced_accuracy': 'balanced_accuracy',
             'f1_at_risk': make_scorer(f1_score, pos_label=0, zero_division=0), 'roc_auc': 'roc_auc'}
 
@@ -187,7 +187,7 @@ def cv_summary(res: dict, # `cv_results_`, or `cross_validate` output
               ) -> dict:
     "Mean and standard deviation over folds of each metric: `cv_<metric>_mean`, `cv_<metric>_std`."
     out = {}
-    for m in METRICS:
+    for m in SEARCH_METRICS:
         if i is None: v = np.asarray(res[f'test_{m}'])
         else: v = np.array([res[k][i] for k in res if k.startswith('split') and k.endswith(f'_test_{m}')])
         out[f'cv_{m}_mean'], out[f'cv_{m}_std'] = float(v.mean()), float(v.std())
@@ -254,7 +254,7 @@ def select_by(table: pd.DataFrame, # as for `select`
     return select(table, m['metric'], m['selection'], m['simplicity'] if simplicity is None else simplicity, m['cv_folds'])
 
 # %% ../nbs/03_modeling.ipynb #7c6eb514
-def compare_features(X: pd.DataFrame, y: pd.Series, # the training part
+def compare_feature_variants(X: pd.DataFrame, y: pd.Series, # the training part
                      params: dict, # loaded parameters (`model.feature_variants`, `model.feature_reference`)
                     ) -> tuple[pd.DataFrame, str]:
     "CV scores of the reference model with each feature variant, and the variant the selection rule picks."
@@ -294,7 +294,7 @@ def _train_models(X, y, params, progress):
     for step in bar:
         bar.set_postfix_str(step); t0 = time.time()
         if step == 'features':
-            feats, variant = compare_features(X, y, params)
+            feats, variant = compare_feature_variants(X, y, params)
             choices = m['feature_variants'][variant]
         elif step in ESTIMATORS:
             gs = tune(step, X, y, params, choices)
@@ -364,7 +364,7 @@ def holdout_columns(table: pd.DataFrame, # `Trained.table`
     "The table with `test_<metric>` columns: each model's score on the hold-out part."
     t = table.copy()
     sc = {n: score_all(models[n], X, y) for n in t['model']}
-    for m in METRICS: t[f'test_{m}'] = [sc[n][m] for n in t['model']]
+    for m in SEARCH_METRICS: t[f'test_{m}'] = [sc[n][m] for n in t['model']]
     return t
 
 def run_model(params: dict, # loaded parameters

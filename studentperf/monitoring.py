@@ -17,8 +17,8 @@ from . import data as spdata
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'STORE_ENV', 'MONITORING_DEFAULTS', 'META', 'schema_version', 'predictions', 'outcomes', 'MIGRATIONS',
-           'SCHEMA_VERSION', 'REGISTRY', 'METRICS', 'PRED_COLS', 'PASS_LABELS', 'PROFILE_FILE', 'QUANTILES',
+__all__ = ['log', 'STORE_ENV', 'MONITORING_DEFAULTS', 'META', 'schema_version', 'predictions', 'outcomes_table', 'MIGRATIONS',
+           'SCHEMA_VERSION', 'REGISTRY', 'PROM_METRICS', 'PRED_COLS', 'PASS_LABELS', 'PROFILE_FILE', 'QUANTILES',
            'monitoring_params', 'store_url', 'make_engine', 'redacted', 'utcnow', 'ensure_schema', 'PredictionLog',
            'count_predictions', 'set_model_info', 'metrics_response', 'MetricsMiddleware', 'instrument',
            'predictions_frame', 'outcomes_frame', 'labelled_frame', 'ingest_outcomes', 'purge', 'apply_retention',
@@ -78,7 +78,7 @@ predictions = sa.Table('predictions', META,
     sa.Column('student_ref', sa.String(128), nullable=True, index=True),
     sa.Column('key_id', sa.String(64), nullable=True),
     sa.Column('source', sa.String(8), nullable=False))
-outcomes = sa.Table('outcomes', META,
+outcomes_table = sa.Table('outcomes', META,
     sa.Column('outcome_id', sa.Integer, primary_key=True, autoincrement=True),
     sa.Column('prediction_id', sa.String(32), nullable=True, unique=True),
     sa.Column('student_ref', sa.String(128), nullable=True, unique=True),
@@ -87,7 +87,7 @@ outcomes = sa.Table('outcomes', META,
     sa.Column('ingested', sa.DateTime, nullable=False),
     sa.Column('source_file', sa.String(512), nullable=True))
 
-def _v1(conn): META.create_all(conn, tables=[predictions, outcomes], checkfirst=True)
+def _v1(conn): META.create_all(conn, tables=[predictions, outcomes_table], checkfirst=True)
 
 MIGRATIONS = {1: _v1}   # version -> function(connection); append, never edit
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -154,7 +154,7 @@ class PredictionLog:
 
     def _fail(self, n, e):
         with self._cv: self.errors += n; self.last_error = f"{type(e).__name__}: {e}"[:500]
-        if n: METRICS['log_errors'].inc(n)
+        if n: PROM_METRICS['log_errors'].inc(n)
         log.warning('prediction log %s: could not write %d row(s): %s', self.url, n, self.last_error)
 
     def record(self, rows, # validated input rows: a DataFrame or a list of dicts
@@ -248,7 +248,7 @@ class PredictionLog:
 
 # %% ../nbs/08_monitoring.ipynb #e3b97d21
 REGISTRY = CollectorRegistry(auto_describe=True)
-METRICS = {
+PROM_METRICS = {
     'requests': Counter('http_requests_total', 'HTTP requests', ['method', 'path', 'status'], registry=REGISTRY),
     'duration': Histogram('http_request_duration_seconds', 'HTTP request duration in seconds', ['method', 'path'], registry=REGISTRY,
                           buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)),
@@ -260,13 +260,13 @@ METRICS = {
 def count_predictions(model_version: str, # the model
                       bands: list, # the risk band of each prediction
                      ):
-    "Add predictions to `studentperf_predictions_total` (called by `PredictionLog.record`)."
-    for b, k in collections.Counter(bands).items(): METRICS['predictions'].labels(model_version, b).inc(k)   # no pandas: on the request path
+    "Add predictions to `studentperf_predictions_total` (called by the `record` method of `PredictionLog`)."
+    for b, k in collections.Counter(bands).items(): PROM_METRICS['predictions'].labels(model_version, b).inc(k)   # no pandas: on the request path
 
 def set_model_info(version: str # the model now served
                   ):
     "Set `studentperf_model_info{version}` to 1 for the served version only."
-    METRICS['model_info'].clear(); METRICS['model_info'].labels(version).set(1)
+    PROM_METRICS['model_info'].clear(); PROM_METRICS['model_info'].labels(version).set(1)
 
 def metrics_response() -> tuple[bytes, str]:
     "The Prometheus text exposition and its content type (all workers added up in multiprocess mode)."
@@ -289,8 +289,8 @@ class MetricsMiddleware:
         finally:
             route = scope.get('route')
             path = getattr(route, 'path', None) or '<unmatched>'
-            METRICS['requests'].labels(scope['method'], path, str(status[0])).inc()
-            METRICS['duration'].labels(scope['method'], path).observe(time.perf_counter() - t0)
+            PROM_METRICS['requests'].labels(scope['method'], path, str(status[0])).inc()
+            PROM_METRICS['duration'].labels(scope['method'], path).observe(time.perf_counter() - t0)
 
 def instrument(app, # a FastAPI (or Starlette) app
                metrics_path: str|None='/metrics', # add `GET metrics_path` serving `metrics_response()` (None: don't)
@@ -338,8 +338,8 @@ def outcomes_frame(engine: sa.Engine|str # the store
                   ) -> pd.DataFrame:
     "All outcomes: `prediction_id`, `student_ref`, `grade`, `pass` (0/1), `ingested`."
     engine = make_engine(engine)
-    with engine.connect() as conn: rows = conn.execute(sa.select(outcomes).order_by(outcomes.c.outcome_id)).mappings().all()
-    df = pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in outcomes.c]).rename(columns={'passed': 'pass'})
+    with engine.connect() as conn: rows = conn.execute(sa.select(outcomes_table).order_by(outcomes_table.c.outcome_id)).mappings().all()
+    df = pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in outcomes_table.c]).rename(columns={'passed': 'pass'})
     df['pass'] = df['pass'].astype(int); df['ingested'] = pd.to_datetime(df['ingested'], utc=True)
     return df.drop(columns=['outcome_id'])
 
@@ -375,7 +375,7 @@ def _existing(conn, col, values) -> dict:
     "Existing outcomes keyed by `col` for these values: `{key: passed}`."
     found, values = {}, sorted(set(values))
     for i in range(0, len(values), 500):
-        found |= {k: bool(v) for k, v in conn.execute(sa.select(col, outcomes.c.passed).where(col.in_(values[i:i + 500])))}
+        found |= {k: bool(v) for k, v in conn.execute(sa.select(col, outcomes_table.c.passed).where(col.in_(values[i:i + 500])))}
     return found
 
 # %% ../nbs/08_monitoring.ipynb #ee76dcec
@@ -422,7 +422,7 @@ def ingest_outcomes(engine: sa.Engine|str, # the store
     now, new, seen = utcnow(), [], {}
     with engine.begin() as conn:
         known = {k: _known(conn, predictions.c[k], [x[2] for x in good if x[1] == k]) for k in ('prediction_id', 'student_ref')}
-        have = {k: _existing(conn, outcomes.c[k], [x[2] for x in good if x[1] == k]) for k in ('prediction_id', 'student_ref')}
+        have = {k: _existing(conn, outcomes_table.c[k], [x[2] for x in good if x[1] == k]) for k in ('prediction_id', 'student_ref')}
         for line, kc, key, grade, passed in good:
             if key not in known[kc]: bad.append({'line': line, 'reason': f"unknown {kc} {key!r} (not in the prediction log)"}); continue
             prev = have[kc].get(key, seen.get((kc, key), (None, None))[0])
@@ -433,7 +433,7 @@ def ingest_outcomes(engine: sa.Engine|str, # the store
             else:
                 where = f"line {seen[(kc, key)][1]}" if (kc, key) in seen else 'the store'
                 bad.append({'line': line, 'reason': f"{kc} {key!r} already has a different outcome (in {where})"})
-        if new: conn.execute(outcomes.insert(), new)
+        if new: conn.execute(outcomes_table.insert(), new)
     n['ingested'], n['quarantined'] = len(new), len(bad)
     q = pd.DataFrame(bad, columns=['line', 'reason', 'raw']).sort_values('line', kind='stable')
     if q['raw'].isna().all(): q = q.drop(columns='raw')   # `raw`: the text of rows that could not be split
@@ -456,12 +456,12 @@ def purge(engine: sa.Engine|str, # the store
         if before is not None:
             b = _ts(before)
             old = sa.select(predictions.c.prediction_id).where(predictions.c.ts < b)
-            no = conn.execute(outcomes.delete().where(sa.or_(outcomes.c.prediction_id.in_(old),
-                              sa.and_(outcomes.c.student_ref.is_not(None), outcomes.c.ingested < b)))).rowcount
+            no = conn.execute(outcomes_table.delete().where(sa.or_(outcomes_table.c.prediction_id.in_(old),
+                              sa.and_(outcomes_table.c.student_ref.is_not(None), outcomes_table.c.ingested < b)))).rowcount
             np_ = conn.execute(predictions.delete().where(predictions.c.ts < b)).rowcount
         else:
             mine = sa.select(predictions.c.prediction_id).where(predictions.c.student_ref == student_ref)
-            no = conn.execute(outcomes.delete().where(sa.or_(outcomes.c.prediction_id.in_(mine), outcomes.c.student_ref == student_ref))).rowcount
+            no = conn.execute(outcomes_table.delete().where(sa.or_(outcomes_table.c.prediction_id.in_(mine), outcomes_table.c.student_ref == student_ref))).rowcount
             np_ = conn.execute(predictions.delete().where(predictions.c.student_ref == student_ref)).rowcount
     log.info('purged %d prediction(s) and %d outcome(s) from %s', np_, no, redacted(engine))
     return {'predictions': np_, 'outcomes': no}

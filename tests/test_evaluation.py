@@ -22,7 +22,7 @@ P = np.array([.1, .4, .6, .6, .7, .9, .4, .8, .55, 1.])
 
 
 def sk_metrics(y, p, t):
-    "The module's METRICS computed with scikit-learn (at-risk = pos_label 0, risk = 1 - P(pass), flag risk >= t)."
+    "The module's REPORT_METRICS computed with scikit-learn (at-risk = pos_label 0, risk = 1 - P(pass), flag risk >= t)."
     pred, r = np.where(1 - p >= t, 0, 1), 1 - p
     return {'accuracy': skm.accuracy_score(y, pred), 'balanced_accuracy': skm.balanced_accuracy_score(y, pred),
             'precision_at_risk': skm.precision_score(y, pred, pos_label=0, zero_division=0),
@@ -37,7 +37,7 @@ def sk_metrics(y, p, t):
 def test_metrics_match_sklearn_on_hand_made_example(t):
     got = E.classification_metrics(Y, P, t)
     exp = sk_metrics(Y, P, t)
-    for k in E.METRICS: assert got[k] == pytest.approx(exp[k], abs=1e-12), k
+    for k in E.REPORT_METRICS: assert got[k] == pytest.approx(exp[k], abs=1e-12), k
     tn, fp, fn, tp = skm.confusion_matrix(Y == 0, 1 - P >= t).ravel()
     assert (got['tp'], got['fn'], got['fp'], got['tn']) == (tp, fn, fp, tn)
     assert E.confusion_frame(Y, P, t).values.tolist() == skm.confusion_matrix(Y, E.predict_pass(P, t), labels=[0, 1]).tolist()
@@ -57,7 +57,7 @@ def test_metrics_match_sklearn_on_random_scores_with_ties(seed):
     p = np.clip(np.round(0.3 * y + rng.random(60) * 0.7, 1), 0, 1)   # rounded: many ties
     for t in (0.3, 0.5, 0.7):
         got, exp = E.classification_metrics(y, p, t), sk_metrics(y, p, t)
-        for k in E.METRICS: assert got[k] == pytest.approx(exp[k], abs=1e-10), (k, t)
+        for k in E.REPORT_METRICS: assert got[k] == pytest.approx(exp[k], abs=1e-10), (k, t)
 
 
 def test_bad_scores_are_refused():

@@ -50,7 +50,7 @@ def test_untrusted_type_is_refused(tiny_run, tmp_path):
 
 def test_endpoints_happy_path(client):
     r = client.post('/predict', json=STUDENT)
-    assert r.status_code == 200 and set(r.json()) == {'probability_pass', 'at_risk', 'risk_band', 'model_version', 'request_id'}
+    assert r.status_code == 200 and set(r.json()) == {'probability_pass', 'at_risk', 'risk_band', 'model_version', 'request_id', 'prediction_id', 'student_ref'}
     assert 0 <= r.json()['probability_pass'] <= 1 and r.headers['x-request-id'] == r.json()['request_id']
     assert client.get('/health').json() == {'status': 'ok'}
     assert client.get('/ready').status_code == 200

@@ -103,7 +103,7 @@ def test_cli_model_stage_on_uci_mathematics(uci_dir, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     t = pd.read_csv(tmp_path/'metrics'/'model_comparison.csv')
     assert set(t['model']) == {'baseline', 'logreg', 'knn', 'tree', 'forest', 'svm', 'hgb', 'voting', 'stacking'}
-    for m in modeling.METRICS:
+    for m in modeling.SEARCH_METRICS:
         assert {f'cv_{m}_mean', f'cv_{m}_std', f'test_{m}'} <= set(t.columns)
     assert t['selected'].sum() == 1 and t.loc[t.selected, 'model'].item() != 'baseline'
     base = t.set_index('model').loc['baseline']

@@ -303,7 +303,7 @@ def test_a_failing_store_never_fails_a_prediction(tiny_run):
                 if batch: self._fail(len(batch), OSError('store is down'))
                 with self._cv: self._busy = 0; self._cv.notify_all()
     plog = Broken('sqlite://')
-    before = monitoring.METRICS['log_errors']._value.get()
+    before = monitoring.PROM_METRICS['log_errors']._value.get()
     with TestClient(create_app(tiny_run/'models', prediction_log=plog)) as c:
         r = c.post('/predict', json=STUDENT)
         assert r.status_code == 200 and r.json()['prediction_id']
@@ -311,7 +311,7 @@ def test_a_failing_store_never_fails_a_prediction(tiny_run):
         ready = c.get('/ready').json()
         assert ready['status'] == 'ready' and any('could not be written' in w for w in ready['warnings'])
         fams = {f.name: f for f in text_string_to_metric_families(c.get('/metrics').text)}
-    assert plog.errors == 1 and monitoring.METRICS['log_errors']._value.get() == before + 1
+    assert plog.errors == 1 and monitoring.PROM_METRICS['log_errors']._value.get() == before + 1
     assert fams['studentperf_prediction_log_errors']
     plog.close()
 
