@@ -13,11 +13,7 @@ from studentperf.fastpath import fast_predictor, explain, contributions, columns
 from studentperf.modeling import make_pipeline, make_ensemble
 from studentperf.serving import create_app
 
-STUDENT = {'school': 'GP', 'sex': 'F', 'age': 17, 'address': 'U', 'famsize': 'GT3', 'Pstatus': 'T', 'Medu': 4, 'Fedu': 3,
-           'Mjob': 'teacher', 'Fjob': 'other', 'reason': 'course', 'guardian': 'mother', 'traveltime': 1, 'studytime': 2,
-           'failures': 0, 'schoolsup': 'no', 'famsup': 'yes', 'paid': 'no', 'activities': 'yes', 'nursery': 'yes',
-           'higher': 'yes', 'internet': 'yes', 'romantic': 'no', 'famrel': 4, 'freetime': 3, 'goout': 3, 'Dalc': 1,
-           'Walc': 1, 'health': 5, 'absences': 2}
+from conftest import STUDENT
 JSON = {'content-type': 'application/json'}
 
 
