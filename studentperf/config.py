@@ -11,7 +11,8 @@ import yaml
 
 # %% auto #0
 __all__ = ['project_root', 'default_out', 'Yaml12Loader', 'read_yaml', 'set_dotted', 'parse_set', 'load_params', 'resolve_path',
-           'active_schema', 'git_commit', 'atomic_path', 'write_text', 'write_json', 'read_json', 'write_csv']
+           'active_schema', 'git_commit', 'current_umask', 'atomic_path', 'write_text', 'write_json', 'read_json',
+           'write_csv', 'save_figure']
 
 # %% ../nbs/00_config.ipynb #866bd258
 def project_root() -> Path:
@@ -108,6 +109,11 @@ def git_commit(root: str|Path|None=None # repository folder; default: the projec
     return (sha + ('-dirty' if dirty else '')) if sha else None
 
 # %% ../nbs/00_config.ipynb #1fa2eac1
+def current_umask() -> int:
+    "The process umask (reading it means setting it: set it back at once)."
+    umask = os.umask(0); os.umask(umask)
+    return umask
+
 @contextmanager
 def atomic_path(path: str|Path # the file to write
                ):
@@ -118,8 +124,7 @@ def atomic_path(path: str|Path # the file to write
     os.close(fd)
     try:
         yield Path(tmp)
-        umask = os.umask(0); os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600 files; give the usual permissions
+        os.chmod(tmp, 0o666 & ~current_umask())   # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.remove(tmp)
@@ -144,3 +149,14 @@ def write_csv(df, # a DataFrame
     "Write a CSV atomically (no index)."
     with atomic_path(path) as tmp: df.to_csv(tmp, index=False)
     return Path(path)
+
+def save_figure(fig, # a matplotlib figure
+                path: str|Path, # the PNG to write
+                dpi: int=100) -> dict:
+    "Save `fig` atomically as PNG and close it; returns its path, number of panels and size in pixels."
+    import matplotlib.pyplot as plt   # third-party, imported on use: serving never plots
+    with atomic_path(path) as tmp: fig.savefig(tmp, format='png', dpi=dpi)
+    w, h = (fig.get_size_inches() * dpi).round().astype(int)
+    info = {'path': str(path), 'panels': len(fig.axes), 'width_px': int(w), 'height_px': int(h)}
+    plt.close(fig)
+    return info

@@ -14,7 +14,7 @@ import seaborn as sns
 from sklearn.metrics import roc_auc_score, average_precision_score, brier_score_loss, log_loss
 from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from .config import load_params, atomic_path, write_json, write_text, write_csv
+from .config import load_params, atomic_path, write_json, write_text, write_csv, save_figure
 from .data import read_cleaned, run_prepare
 from .features import split_xy
 from .modeling import load_model
@@ -26,8 +26,8 @@ __all__ = ['AT_RISK', 'PASS', 'CLASS_NAMES', 'REPORT_METRICS', 'THRESHOLD_METRIC
            'threshold_curve', 'choose_threshold', 'group_metrics', 'group_gaps', 'outcomes', 'compare_student_groups',
            'check_requirements', 'Evaluation', 'is_quick', 'evaluate', 'roc_points', 'pr_points', 'calibration_points',
            'plot_confusion', 'plot_roc', 'plot_pr', 'plot_calibration', 'plot_groups', 'plot_threshold',
-           'summary_figure', 'panel_figure', 'plot_model_comparison', 'jsonable', 'metrics_json', 'save_figure',
-           'write_outputs', 'read_split', 'p_pass_of', 'oof_p_pass', 'run_evaluate']
+           'summary_figure', 'panel_figure', 'plot_model_comparison', 'jsonable', 'metrics_json', 'write_outputs',
+           'read_split', 'p_pass_of', 'oof_p_pass', 'run_evaluate']
 
 # %% ../nbs/04_evaluation.ipynb #8389e0de
 AT_RISK, PASS = 0, 1
@@ -544,14 +544,6 @@ def metrics_json(ev: Evaluation, # the evaluation
     })
 
 # %% ../nbs/04_evaluation.ipynb #add6869a
-def save_figure(fig: plt.Figure, path: Path, dpi: int=100) -> dict:
-    "Save `fig` atomically as PNG, close it; returns its path, number of panels and size in pixels."
-    with atomic_path(path) as tmp: fig.savefig(tmp, format='png', dpi=dpi)
-    w, h = (fig.get_size_inches() * dpi).round().astype(int)
-    info = {'path': str(path), 'panels': len(fig.axes), 'width_px': int(w), 'height_px': int(h)}
-    plt.close(fig)
-    return info
-
 def write_outputs(ev: Evaluation, # the evaluation
                   out: str|Path, # output folder
                   comparison: pd.DataFrame|None=None, # the modeling stage's model_comparison.csv

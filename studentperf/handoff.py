@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
-from .config import load_params, active_schema, atomic_path, write_json, write_text, project_root, git_commit, read_json
+from .config import load_params, active_schema, atomic_path, write_json, write_text, project_root, git_commit, read_json, current_umask, save_figure
 from . import data as spdata, monitoring
+from .features import setup_columns, split_xy
+from .modeling import save_model, load_model
 
 # %% auto #0
 __all__ = ['CARD_SCHEMA_VERSION', 'INTENDED_USE', 'LIMITS', 'input_schema', 'model_version', 'card_markdown', 'ArtifactError',
@@ -121,7 +123,6 @@ def write_artifact(model, # a fitted pipeline
                    extra: dict|None=None, # more JSON files for the version, `{file name: object}` (the reference profile)
                   ) -> Path:
     "Save `model.skops`, `model_card.json`, `model_card.md` (and `extra`) into `registry/<version>/`, atomically."
-    from studentperf.modeling import save_model
     registry = Path(registry); registry.mkdir(parents=True, exist_ok=True)
     final = registry/card['model_version']
     if final.exists(): raise ArtifactError(f"{final} exists already: versions are immutable")
@@ -132,8 +133,7 @@ def write_artifact(model, # a fitted pipeline
         write_json(tmp/'model_card.json', card)
         write_text(tmp/'model_card.md', card_markdown(card))
         for name, obj in (extra or {}).items(): write_json(tmp/name, obj)
-        umask = os.umask(0); os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)   # mkdtemp makes 0700 folders: a server running as another user must read it
+        os.chmod(tmp, 0o777 & ~current_umask())   # mkdtemp makes 0700 folders: a server running as another user must read it
         os.replace(tmp, final)
     finally:
         if tmp.exists(): shutil.rmtree(tmp)
@@ -171,7 +171,6 @@ def artifact_dir(path: str|Path # a version folder, its `model.skops`, a models 
 def load_artifact(path: str|Path # see `artifact_dir`
                  ) -> Artifact:
     "Load a model and its card, checking the card's schema version, the file's SHA-256 and the trusted types."
-    from studentperf.modeling import load_model
     d = artifact_dir(path)
     card_p, model_p = d/'model_card.json', d/'model.skops'
     for p in (card_p, model_p):
@@ -358,7 +357,6 @@ def build_card(params: dict, # loaded parameters
                created: dt.datetime|None=None, # default: now (UTC)
               ) -> dict:
     "The model card of the model in `out/models/model.skops`, from the earlier stages' outputs."
-    from studentperf.features import setup_columns
     out = Path(out)
     tm, em, rep = (read_json(out/'metrics'/'train_metrics.json', {}), read_json(out/'metrics'/'eval_metrics.json', {}),
                    read_json(out/'data'/'data_report.json', {}))
@@ -394,7 +392,6 @@ def holdout_rows(out: str|Path, # output folder of a run
                  part: str='test', # `test` (the hold-out) or `train`
                 ) -> tuple[pd.DataFrame, pd.Series]:
     "The hold-out (or training) inputs and targets, as the model stage split them (`out/data/split.csv`)."
-    from studentperf.features import split_xy
     out = Path(out)
     df = spdata.read_cleaned(out, params)
     split = pd.read_csv(out/'data'/'split.csv')
@@ -407,7 +404,6 @@ def interpret(art: Artifact, # the loaded artifact
              ) -> dict:
     "Permutation importance, partial dependence of the top numeric inputs, odds ratios; saves two figures."
     import matplotlib.pyplot as plt, seaborn as sns
-    from studentperf.evaluation import save_figure   # plotting stays out of the serving runtime
     h, quick = params['handoff'], params['run'].get('quick')
     imp = importance(art.model, X, y, n_repeats=3 if quick else h['importance_repeats'], seed=params['run']['seed'])
     schema = art.card['input_schema']
@@ -436,7 +432,6 @@ def run_handoff(params: dict, # loaded parameters
                 out: str|Path, # output folder of a run (with the model and evaluate stages' outputs)
                ) -> Artifact:
     "Write the versioned artifact and its card, promote it, load it back safely, and write the interpretation guide."
-    from studentperf.modeling import load_model
     out = Path(out)
     card = build_card(params, out)
     model, (X, y), cols = load_model(out/'models'/'model.skops'), holdout_rows(out, params), list(card['input_schema'])
