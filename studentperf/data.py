@@ -14,10 +14,10 @@ from .config import load_params, active_schema, resolve_path, atomic_path, write
 
 # %% auto #0
 __all__ = ['DELIMITERS', 'NUMERIC_KINDS', 'MISSING_TOKENS', 'UCI_FILES', 'UCI_COLUMNS', 'DataError', 'detect_delimiter',
-           'RawTable', 'iter_table', 'read_table', 'integer_columns', 'pandera_schema', 'parse_values', 'validate_rows',
-           'grade_band', 'add_target', 'Cleaned', 'file_sha256', 'with_dtypes', 'clean_table', 'quarantine_counts',
-           'demo_path', 'data_dir', 'dataset_path', 'load_dataset', 'fetch_uci', 'synthetic_students', 'make_demo',
-           'write_demo', 'demo_kwargs', 'run_prepare', 'read_cleaned']
+           'RawTable', 'check_header', 'split_rows', 'iter_table', 'read_table', 'integer_columns', 'pandera_schema',
+           'parse_values', 'validate_rows', 'grade_band', 'add_target', 'Cleaned', 'file_sha256', 'with_dtypes',
+           'clean_table', 'quarantine_counts', 'demo_path', 'data_dir', 'dataset_path', 'load_dataset', 'fetch_uci',
+           'synthetic_students', 'make_demo', 'write_demo', 'demo_kwargs', 'run_prepare', 'read_cleaned']
 
 # %% ../nbs/01_data_prep.ipynb #a9c50832
 class DataError(ValueError):
@@ -52,6 +52,41 @@ class RawTable:
 def _decode_error(path, e: UnicodeDecodeError, line: int) -> DataError:
     return DataError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} near line {line}); re-export the file as UTF-8 CSV")
 
+def check_header(header: str, # the file's first line
+                 path: str|Path, # for the messages
+                 required: list, # columns that must be present
+                ) -> tuple[str, list]:
+    "The delimiter and column names of a header line; `DataError` when a required column is missing or a name repeats."
+    delim = detect_delimiter(header.rstrip('\r\n'), path, required)
+    cols = [c.strip() for c in next(csv.reader([header], delimiter=delim))]
+    missing = [c for c in required if c not in cols]
+    if missing:
+        raise DataError(f"{path}: missing required column(s) {', '.join(missing)}; the header has {len(cols)} "
+                        f"column(s) split on {delim!r}: {', '.join(cols[:8])}{' ...' if len(cols) > 8 else ''}")
+    dupe_cols = sorted({c for c in cols if cols.count(c) > 1})
+    if dupe_cols: raise DataError(f"{path}: column name(s) repeated in the header: {', '.join(dupe_cols)}")
+    return delim, cols
+
+def split_rows(reader, # a `csv.reader` over data lines (no header)
+               path: str|Path, delim: str, cols: list, # the table's file, delimiter and header columns
+               offset: int, # file line of the line before the reader's first line (1 after a header)
+               chunksize: int|None=None, # rows per chunk; None: one chunk
+              ):
+    "`RawTable` chunks of the reader's rows: blank lines skipped, rows with the wrong number of fields set apart with their line."
+    def chunk(rows, lines, bad):
+        frame = pd.DataFrame(rows, columns=cols, index=pd.Index(lines, name='line', dtype='int64'), dtype=object)
+        return RawTable(Path(path), delim, cols, frame, pd.DataFrame(bad, columns=['line', 'reason', 'raw']))
+    rows, lines, bad = [], [], []
+    for fields in reader:
+        line = offset + reader.line_num
+        if not fields or all(not x.strip() for x in fields): continue   # blank line: not a row
+        if len(fields) != len(cols):
+            bad.append({'line': line, 'reason': f"expected {len(cols)} fields, found {len(fields)}", 'raw': delim.join(fields)})
+        else: rows.append([x.strip() for x in fields]); lines.append(line)
+        if chunksize and len(rows) + len(bad) >= chunksize:
+            yield chunk(rows, lines, bad); rows, lines, bad = [], [], []
+    if rows or bad or not chunksize: yield chunk(rows, lines, bad)
+
 def iter_table(path: str|Path, # a CSV file
                required: list, # columns that must be present
                chunksize: int|None=None, # rows per chunk; None: the whole file in one chunk
@@ -64,30 +99,10 @@ def iter_table(path: str|Path, # a CSV file
     with open(path, encoding='utf-8-sig', newline='') as f:
         try: header = f.readline()
         except UnicodeDecodeError as e: raise _decode_error(path, e, 1) from None
-        delim = detect_delimiter(header.rstrip('\r\n'), path, required)
-        reader = csv.reader(itertools.chain([header], f), delimiter=delim)
-        cols = [c.strip() for c in next(reader)]
-        missing = [c for c in required if c not in cols]
-        if missing:
-            raise DataError(f"{path}: missing required column(s) {', '.join(missing)}; the header has {len(cols)} "
-                            f"column(s) split on {delim!r}: {', '.join(cols[:8])}{' ...' if len(cols) > 8 else ''}")
-        dupe_cols = sorted({c for c in cols if cols.count(c) > 1})
-        if dupe_cols: raise DataError(f"{path}: column name(s) repeated in the header: {', '.join(dupe_cols)}")
-        def chunk(rows, lines, bad):
-            frame = pd.DataFrame(rows, columns=cols, index=pd.Index(lines, name='line', dtype='int64'), dtype=object)
-            return RawTable(path, delim, cols, frame, pd.DataFrame(bad, columns=['line', 'reason', 'raw']))
-        rows, lines, bad = [], [], []
-        try:
-            for fields in reader:
-                line = reader.line_num
-                if not fields or all(not x.strip() for x in fields): continue   # blank line: not a row
-                if len(fields) != len(cols):
-                    bad.append({'line': line, 'reason': f"expected {len(cols)} fields, found {len(fields)}", 'raw': delim.join(fields)})
-                else: rows.append([x.strip() for x in fields]); lines.append(line)
-                if chunksize and len(rows) + len(bad) >= chunksize:
-                    yield chunk(rows, lines, bad); rows, lines, bad = [], [], []
-        except UnicodeDecodeError as e: raise _decode_error(path, e, reader.line_num + 1) from None
-        if rows or bad or not chunksize: yield chunk(rows, lines, bad)
+        delim, cols = check_header(header, path, required)
+        reader = csv.reader(f, delimiter=delim)
+        try: yield from split_rows(reader, path, delim, cols, 1, chunksize)
+        except UnicodeDecodeError as e: raise _decode_error(path, e, reader.line_num + 2) from None
 
 def read_table(path: str|Path, # a CSV file
                required: list, # columns that must be present

@@ -16,10 +16,11 @@ from .features import setup_columns, split_xy
 from .modeling import save_model, load_model
 
 # %% auto #0
-__all__ = ['CARD_SCHEMA_VERSION', 'INTENDED_USE', 'LIMITS', 'input_schema', 'model_version', 'card_markdown', 'ArtifactError',
-           'Artifact', 'write_artifact', 'promote', 'versions', 'artifact_dir', 'load_artifact', 'risk_band',
-           'model_input', 'score', 'predict_file', 'feature_names', 'odds_ratios', 'importance', 'direction',
-           'interpretation_markdown', 'threshold_rule_text', 'build_card', 'holdout_rows', 'interpret', 'run_handoff']
+__all__ = ['CARD_SCHEMA_VERSION', 'INTENDED_USE', 'LIMITS', 'RESULT_COLUMNS', 'input_schema', 'model_version', 'card_markdown',
+           'ArtifactError', 'Artifact', 'write_artifact', 'promote', 'versions', 'artifact_dir', 'load_artifact',
+           'risk_band', 'model_input', 'score', 'score_table', 'predict_file', 'feature_names', 'odds_ratios',
+           'importance', 'direction', 'interpretation_markdown', 'threshold_rule_text', 'build_card', 'holdout_rows',
+           'interpret', 'run_handoff']
 
 # %% ../nbs/05_handoff.ipynb #00d7605b
 CARD_SCHEMA_VERSION = 1
@@ -212,6 +213,23 @@ def score(art: Artifact, # the loaded artifact
                          'risk_band': risk_band(1 - p, art.threshold, art.card['watch_margin'])}, index=X.index)
 
 # %% ../nbs/05_handoff.ipynb #20fafbcb
+RESULT_COLUMNS = ['probability_pass', 'at_risk', 'risk_band']
+
+def score_table(art: Artifact, # the loaded artifact
+                chunk: spdata.RawTable, # rows as read (`data.iter_table`)
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate and score one chunk: the scored rows (input values as read, the results, `model_version`) and the
+    quarantined ones (`quarantine_reason`, the values, `raw_row` for rows that could not be split), both indexed by file line."""
+    parsed, reasons = spdata.validate_rows(chunk.frame, art.card['input_schema'])
+    ok = parsed.drop(index=reasons.index)
+    res = score(art, model_input(ok, art)) if len(ok) else pd.DataFrame(columns=RESULT_COLUMNS)
+    scored = chunk.frame.loc[ok.index].join(res)
+    scored['model_version'] = art.version
+    q = chunk.frame.loc[reasons.index].copy(); q.insert(0, 'quarantine_reason', reasons)
+    bad = chunk.bad_rows.set_index('line').rename(columns={'reason': 'quarantine_reason', 'raw': 'raw_row'})
+    q = (pd.concat([q, bad]).sort_index() if len(bad) else q).reindex(columns=['quarantine_reason', *chunk.columns, 'raw_row'])
+    return scored, q
+
 def predict_file(model_path: str|Path, # a model version folder (or production.json)
                  input_path: str|Path, # CSV with the model's input columns (`;` or `,`)
                  output_path: str|Path, # CSV to write
@@ -224,19 +242,11 @@ def predict_file(model_path: str|Path, # a model version folder (or production.j
     output_path = Path(output_path)
     quarantine_path = Path(quarantine_path) if quarantine_path else output_path.with_suffix('.quarantine.csv')
     n = {'rows_read': 0, 'rows_scored': 0, 'rows_quarantined': 0}
-    res_cols = ['probability_pass', 'at_risk', 'risk_band']
     with atomic_path(output_path) as out_tmp, atomic_path(quarantine_path) as q_tmp, \
          tqdm(unit=' rows', desc='scoring', disable=not progress) as bar:
         first = True
         for chunk in spdata.iter_table(input_path, art.columns, chunksize):
-            parsed, reasons = spdata.validate_rows(chunk.frame, art.card['input_schema'])
-            ok = parsed.drop(index=reasons.index)
-            res = score(art, model_input(ok, art)) if len(ok) else pd.DataFrame(columns=res_cols)
-            scored = chunk.frame.loc[ok.index].join(res)
-            scored['model_version'] = art.version
-            q = chunk.frame.loc[reasons.index].copy(); q.insert(0, 'quarantine_reason', reasons)
-            bad = chunk.bad_rows.set_index('line').rename(columns={'reason': 'quarantine_reason', 'raw': 'raw_row'})
-            q = (pd.concat([q, bad]).sort_index() if len(bad) else q).reindex(columns=['quarantine_reason', *chunk.columns, 'raw_row'])
+            scored, q = score_table(art, chunk)
             scored.reset_index().to_csv(out_tmp, mode='w' if first else 'a', header=first, index=False)
             q.reset_index().to_csv(q_tmp, mode='w' if first else 'a', header=first, index=False)
             first = False
@@ -244,7 +254,7 @@ def predict_file(model_path: str|Path, # a model version folder (or production.j
             bar.update(len(chunk.frame) + len(chunk.bad_rows))
         if first:   # a file with a header and no rows: still write both files, with their headers
             cols = next(spdata.iter_table(input_path, art.columns)).columns
-            pd.DataFrame(columns=['line', *cols, *res_cols, 'model_version']).to_csv(out_tmp, index=False)
+            pd.DataFrame(columns=['line', *cols, *RESULT_COLUMNS, 'model_version']).to_csv(out_tmp, index=False)
             pd.DataFrame(columns=['line', 'quarantine_reason', *cols, 'raw_row']).to_csv(q_tmp, index=False)
     if n['rows_read'] != n['rows_scored'] + n['rows_quarantined']: raise RuntimeError(f"row counts do not add up: {n}")
     return {**n, 'output': str(output_path), 'quarantine': str(quarantine_path), 'model_version': art.version}

@@ -21,6 +21,7 @@ from sklearn.ensemble import (HistGradientBoostingClassifier, RandomForestClassi
                               VotingClassifier)
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, make_scorer, get_scorer
+from joblib.parallel import get_active_backend
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validate, train_test_split
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline as SkPipeline
@@ -31,13 +32,19 @@ from .data import read_cleaned, run_prepare
 from .features import build_preprocessor, split_xy
 
 # %% auto #0
-__all__ = ['SEARCH_METRICS', 'ESTIMATORS', 'TRUSTED_TYPES', 'model_settings', 'scorers', 'score_all', 'holdout_split',
-           'split_table', 'make_estimator', 'clf_prefix', 'make_sampler', 'prep_steps', 'make_pipeline',
-           'preprocessor_of', 'param_grid', 'strategy', 'cv_splitter', 'tune', 'cv_summary', 'clean_params',
-           'imbalance_table', 'make_ensemble', 'baseline', 'select', 'select_by', 'compare_feature_variants', 'Trained',
-           'train_models', 'UntrustedModelError', 'save_model', 'load_model', 'holdout_columns', 'run_model']
+__all__ = ['SEARCH_METRICS', 'ESTIMATORS', 'TRUSTED_TYPES', 'dask_engine_active', 'model_settings', 'scorers', 'score_all',
+           'holdout_split', 'split_table', 'make_estimator', 'clf_prefix', 'make_sampler', 'prep_steps',
+           'make_pipeline', 'preprocessor_of', 'param_grid', 'strategy', 'cv_splitter', 'tune', 'cv_summary',
+           'clean_params', 'imbalance_table', 'make_ensemble', 'baseline', 'select', 'select_by',
+           'compare_feature_variants', 'Trained', 'train_models', 'UntrustedModelError', 'save_model', 'load_model',
+           'holdout_columns', 'run_model']
 
 # %% ../nbs/03_modeling.ipynb #23fd3078
+def dask_engine_active() -> bool:
+    "Whether joblib work is routed to a Dask cluster (inside `scale.engine`)."
+    backend, _ = get_active_backend()
+    return type(backend).__module__ == 'joblib._dask'
+
 def model_settings(params: dict # loaded parameters
                   ) -> dict:
     "The `model:` section, with its `quick:` keys replacing the others when `run.quick` is true."
@@ -53,7 +60,7 @@ def model_settings(params: dict # loaded parameters
     if not m.get('feature_variants'): raise ValueError("model.feature_variants needs at least one variant (e.g. `default: {}`)")
     bad = set(m['imbalance']) - {'none', 'smote', 'balanced'}
     if bad: raise ValueError(f"model.imbalance: unknown strategy {sorted(bad)}; use none, smote, balanced")
-    m['n_jobs'] = int(m.get('n_jobs') or 1)
+    m['n_jobs'] = None if dask_engine_active() else int(m.get('n_jobs') or 1)   # under a Dask engine the cluster sets the width
     return m
 
 # %% ../nbs/03_modeling.ipynb #d8eb4f83

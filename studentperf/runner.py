@@ -10,7 +10,7 @@ import nbformat, papermill as pm
 from nbconvert import HTMLExporter
 from tqdm.auto import tqdm
 from .config import load_params, parse_set, project_root, default_out, atomic_path, write_text, git_commit, write_json, read_json
-from . import data as spdata, serving, monitoring, drift, auth
+from . import data as spdata, serving, monitoring, drift, auth, scale
 
 # %% auto #0
 __all__ = ['STAGES', 'HEADLINE', 'INDEX_CSS', 'nbs_dir', 'available_stages', 'parse_stages', 'to_html', 'StageError', 'run_stage',
@@ -85,7 +85,8 @@ def run(stages: list, # stage names, in order
        ) -> dict:
     "Run `stages` in order; returns `{stage: executed notebook}`."
     out = Path(out or default_out()).resolve()
-    load_params(params_file, overrides)   # fail fast on a mistyped --set key
+    e = scale.engine_settings(load_params(params_file, overrides))   # fail fast on a mistyped --set key or a bad engine
+    if e['scheduler'] not in (None, 'local'): scale.check_address(e['scheduler'], e['connect_timeout'])   # nothing listens: say so now
     if data_dir: os.environ['STUDENTPERF_DATA_DIR'] = str(Path(data_dir).expanduser().resolve())
     done = {}
     for s in (bar := tqdm(stages, desc='studentperf', unit='stage')):
@@ -247,10 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
         x.add_argument('--params', help='parameters file (default: the project params.yaml)')
         x.add_argument('--quick', action='store_true', help='small grids and folds (for tests)')
         x.add_argument('--set', dest='sets', action='append', default=[], metavar='KEY=VALUE', help='override a parameter')
+        x.add_argument('--scheduler', help="run joblib work (searches, CV) on Dask: 'local' or tcp://host:8786 (default: engine.scheduler)")
     r.add_argument('--out', help=f'output folder (default: {default_out()})')
     rp.add_argument('--out', default='reports', help='folder for the report folders (default: reports)')
     models = default_out()/'models'
     serving.add_commands(sub)   # serve, predict
+    scale.add_commands(sub)     # predict --scheduler
     m = sub.add_parser('model', help='model registry: list versions, promote one (and so roll back)').add_subparsers(dest='model_cmd', required=True)
     ml = m.add_parser('list', help='the versions in the registry, the production one marked')
     mp = m.add_parser('promote', help='make a version the production one')
@@ -275,6 +278,7 @@ def run_overrides(a: argparse.Namespace) -> dict:
     if a.dataset: o['run.dataset'] = a.dataset if a.dataset in ('demo', *spdata.UCI_FILES) else str(Path(a.dataset).expanduser().resolve())
     if a.setup: o['run.setup'] = a.setup
     if a.quick: o['run.quick'] = True
+    if getattr(a, 'scheduler', None): o['engine.scheduler'] = a.scheduler
     o.update(parse_set(a.sets))
     return o
 
@@ -337,7 +341,7 @@ def main(argv: list|None=None # arguments (default: sys.argv[1:])
                     print(f"{path}: {'up to date' if same else 'DIFFERS from the generator'}")
                     return 0 if same else 1
                 print(f"wrote {spdata.write_demo(path, **spdata.demo_kwargs(params))}")
-    except (spdata.DataError, StageError, ValueError, KeyError, FileNotFoundError) as e:
+    except (spdata.DataError, StageError, ValueError, KeyError, FileNotFoundError, scale.SchedulerError, scale.ScoringError) as e:
         print(f"studentperf: error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 1
     return 0
