@@ -69,7 +69,7 @@ def scoring(rows: list, work: Path) -> list:
     for n in rows:
         inp = make_input(work/f'in-{n}.csv', n)
         for mode in ('single', 'local'):
-            out = work/f'out-{mode}-{n}' + ('.csv' if mode == 'single' else '')
+            out = work/(f'out-{mode}-{n}' + ('.csv' if mode == 'single' else ''))
             r = subprocess.run([sys.executable, __file__, '--child', mode, str(model), str(inp), str(out)], capture_output=True, text=True)
             if r.returncode: raise SystemExit(r.stderr)
             res.append({'rows': n, 'input_mb': round(inp.stat().st_size / 2**20), **json.loads(r.stdout.strip().splitlines()[-1])})
