@@ -4,15 +4,16 @@
 
 # %% ../nbs/00_config.ipynb #e2b58b4b
 from __future__ import annotations
-import json, os, re, subprocess, tempfile, copy
+import json, logging, os, re, subprocess, tempfile, copy
 from contextlib import contextmanager
 from pathlib import Path
 import yaml
+from traitlets.config import Config
 
 # %% auto #0
-__all__ = ['project_root', 'default_out', 'Yaml12Loader', 'read_yaml', 'set_dotted', 'parse_set', 'load_params', 'resolve_path',
-           'active_schema', 'git_commit', 'current_umask', 'atomic_path', 'write_text', 'write_json', 'read_json',
-           'write_csv', 'save_figure']
+__all__ = ['LOG_LEVEL_ENV', 'project_root', 'default_out', 'Yaml12Loader', 'read_yaml', 'set_dotted', 'parse_set', 'load_params',
+           'resolve_path', 'active_schema', 'git_commit', 'current_umask', 'atomic_path', 'local_kernel',
+           'setup_logging', 'write_text', 'write_json', 'read_json', 'write_csv', 'save_figure']
 
 # %% ../nbs/00_config.ipynb #866bd258
 def project_root() -> Path:
@@ -128,6 +129,25 @@ def atomic_path(path: str|Path # the file to write
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.remove(tmp)
+
+# %% ../nbs/00_config.ipynb #181ef547
+def local_kernel() -> Config:
+    "`config=` for `papermill.execute_notebook`: the kernel talks to papermill over Unix sockets (IPC), not TCP."
+    return Config({'KernelManager': {'transport': 'ipc'}})
+
+# %% ../nbs/00_config.ipynb #544f5887
+LOG_LEVEL_ENV = 'STUDENTPERF_LOG_LEVEL'
+
+def setup_logging(level: str|int|None=None, # a level name or number; None: `$STUDENTPERF_LOG_LEVEL`, else `default`
+                  default: str='info', # the program's default level
+                 ) -> int:
+    "Send `studentperf` log lines to stderr from `level` on (a handler is added once per process); returns the level."
+    name = str(level or os.environ.get(LOG_LEVEL_ENV) or default).upper()
+    lvl = logging.getLevelName(name) if not name.isdigit() else int(name)
+    if not isinstance(lvl, int): raise ValueError(f"log level {level or os.environ.get(LOG_LEVEL_ENV)!r}: use debug, info, warning, error or critical")
+    if not logging.getLogger().handlers: logging.basicConfig(format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    logging.getLogger('studentperf').setLevel(lvl)
+    return lvl
 
 # %% ../nbs/00_config.ipynb #69f7196c
 def write_text(path: str|Path, text: str) -> Path:

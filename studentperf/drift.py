@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import pandas as pd
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
-from .config import load_params, parse_set, active_schema, default_out, project_root, write_json, write_text, write_csv, read_json
+from .config import load_params, local_kernel, parse_set, active_schema, default_out, project_root, write_json, write_text, write_csv, read_json
 from . import data as spdata, handoff, auth
 from .monitoring import reference_profile, category_key, predictions_frame, labelled_frame, make_engine, store_url, PROFILE_FILE
 
@@ -596,7 +596,7 @@ def _report_cmd(a) -> int:
     prm = dict(params_file=a.params, overrides={}, out_dir=str(Path(a.out).resolve()), window=str(Path(a.window).resolve()) if a.window else None,
                store=a.store,
                outcomes=str(Path(a.outcomes).resolve()) if a.outcomes else None, models=str(Path(a.models).resolve()), since=a.since, until=a.until)
-    try: pm.execute_notebook(str(src), str(dst), parameters=prm, cwd=str(src.parent), kernel_name='python3', progress_bar=False)
+    try: pm.execute_notebook(str(src), str(dst), parameters=prm, cwd=str(src.parent), kernel_name='python3', progress_bar=False, config=local_kernel())
     except pm.PapermillExecutionError as e: return _err(f"the monitoring report failed: {e.ename}: {e.evalue}; see {dst}")
     body, _ = HTMLExporter(exclude_input=True).from_notebook_node(nbformat.read(dst, as_version=4))
     print(f"report: {write_text(dst.with_suffix('.html'), body)}")

@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat, papermill as pm
 from nbconvert import HTMLExporter
 from tqdm.auto import tqdm
-from .config import load_params, parse_set, project_root, default_out, atomic_path, write_text, git_commit, write_json, read_json
+from .config import load_params, parse_set, local_kernel, setup_logging, project_root, default_out, atomic_path, write_text, git_commit, write_json, read_json
 from . import data as spdata, serving, monitoring, drift, auth, scale
 
 # %% auto #0
@@ -68,7 +68,7 @@ def run_stage(stage: str, # a name from `STAGES`
     params = dict(params_file=str(params_file) if params_file else None, overrides=dict(overrides or {}), out_dir=str(out))
     try:
         pm.execute_notebook(str(src), str(dst), parameters=params, cwd=str(nbs_dir()), kernel_name='python3', language='python',
-                            progress_bar=False, report_mode=False)
+                            progress_bar=False, report_mode=False, config=local_kernel())
     except pm.PapermillExecutionError as e:
         raise StageError(f"stage {stage!r} failed: {e.ename}: {e.evalue}\n  the executed notebook is {dst}") from None
     finally:
@@ -237,6 +237,8 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     "The `studentperf` argument parser."
     p = argparse.ArgumentParser(prog='studentperf', description='Early warning for students at risk of failing a course.')
+    p.add_argument('--log-level', choices=['debug', 'info', 'warning', 'error', 'critical'],
+                   help='studentperf log lines on stderr from this level (default: $STUDENTPERF_LOG_LEVEL, else warning)')
     sub = p.add_subparsers(dest='cmd', required=True)
     r = sub.add_parser('run', help='run pipeline stages (each executes its notebook with papermill)')
     rp = sub.add_parser('report', help='run the stages of one dataset and setup into reports/<dataset>-<setup>/ with an index.html')
@@ -302,6 +304,7 @@ def main(argv: list|None=None # arguments (default: sys.argv[1:])
         ) -> int:
     "Entry point of the `studentperf` console script."
     a = build_parser().parse_args(argv)
+    setup_logging(a.log_level, default='warning')
     try:
         if getattr(a, 'func', None): return a.func(a) or 0   # commands registered by other modules
         if a.cmd == 'run':

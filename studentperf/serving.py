@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from .config import load_params, default_out, atomic_path
+from .config import load_params, default_out, atomic_path, setup_logging
 from . import handoff
 from .features import setup_columns
 from .fastpath import FastPredictor, fast_predictor, explain
@@ -364,20 +364,13 @@ def create_app(model_path: str|Path|None=None, # a model version folder (or prod
 
 
 # %% ../nbs/07_serving.ipynb #ca78485f
-def _setup_logging(level: str|int|None=None):
-    "Log lines to stderr for the server process (level: argument, else `$STUDENTPERF_LOG_LEVEL`, else info); once per process."
-    level = str(level or os.environ.get('STUDENTPERF_LOG_LEVEL') or 'info').upper()
-    root = logging.getLogger()
-    if not root.handlers: logging.basicConfig(format='%(asctime)s %(levelname)s %(name)s: %(message)s')
-    logging.getLogger('studentperf').setLevel(level)
-
 def app_from_env() -> FastAPI:
     """The app for `uvicorn --factory` (the container, `serve --workers N`): settings from environment variables.
     `$STUDENTPERF_MODEL` is the model folder (without one, or if it is missing, the API starts unready); `$STUDENTPERF_MAX_BATCH`,
     `$STUDENTPERF_MAX_BODY_BYTES`, `$STUDENTPERF_EXPLAIN_TOP` and `$STUDENTPERF_LOG_LEVEL` override the defaults. API keys are
     required when the key store (`$STUDENTPERF_KEYS`) has any (see `auth.protect_from_env`). No `params.yaml` is read
     when a model is given: the model card has the schema."""
-    _setup_logging()
+    setup_logging()
     path = os.environ.get('STUDENTPERF_MODEL')
     try: ok = bool(path) and (handoff.artifact_dir(path)/'model_card.json').exists()
     except (handoff.ArtifactError, OSError, ValueError, KeyError): ok = False

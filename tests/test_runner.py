@@ -18,9 +18,10 @@ def test_stage_notebooks_keep_their_parameters_tag(nb):
     assert len(tagged) == 1 and {'params_file', 'overrides', 'out_dir'} <= set(tagged[0].source.replace('=', ' ').split())
 
 
-def test_papermill_parameters_override_params_yaml(tmp_path):
+def test_papermill_parameters_override_params_yaml(tmp_path, capfd):
     "Fails if the tag is lost: the defaults would reset out_dir and the overrides after papermill's injection."
     nb = runner.run_stage('prepare', tmp_path, {'target.pass_threshold': 14, 'data.missing': 'quarantine'})
+    assert 'without encryption' not in capfd.readouterr().err   # the kernel talks over IPC (config.local_kernel): a quiet run
     rep = json.loads((tmp_path/'data'/'data_report.json').read_text())
     assert (rep['pass_threshold'], rep['missing_rule'], rep['dataset']) == (14, 'quarantine', 'demo')
     # 2 invalid rows + 30 rows with a gap + 2 duplicates of rows with a gap (validation comes before de-duplication)
