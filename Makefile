@@ -52,9 +52,10 @@ run: $(STAMP)
 	@$(BIN)/python -c "from studentperf.runner import summary, default_out; print(summary(default_out()))"
 	@echo "executed notebooks: outputs/reports/*.html   metrics: $(BIN)/dvc metrics show   plots: $(BIN)/dvc plots show"
 
+# pytest on 2 workers (pytest-xdist); tests sharing an expensive fixture stay on one worker (xdist_group, tests/conftest.py)
 test: $(STAMP)
 	$(BIN)/nbdev_test --n_workers 2
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
 
 export: $(STAMP)
 	$(BIN)/nbdev_export

@@ -4,16 +4,26 @@
 
 # %% ../nbs/00_config.ipynb #e2b58b4b
 from __future__ import annotations
-import json, logging, os, re, subprocess, tempfile, copy
+import json, logging, numbers, os, re, subprocess, tempfile, copy
 from contextlib import contextmanager
 from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlparse
 import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError, model_validator
 from traitlets.config import Config
 
 # %% auto #0
-__all__ = ['LOG_LEVEL_ENV', 'project_root', 'default_out', 'Yaml12Loader', 'read_yaml', 'set_dotted', 'parse_set', 'load_params',
-           'resolve_path', 'active_schema', 'git_commit', 'current_umask', 'atomic_path', 'local_kernel',
-           'setup_logging', 'write_text', 'write_json', 'read_json', 'write_csv', 'save_figure']
+__all__ = ['LOG_LEVEL_ENV', 'project_root', 'default_out', 'Yaml12Loader', 'read_yaml', 'set_dotted', 'parse_set',
+           'ParamsSection', 'RunParams', 'FetchParams', 'DataParams', 'TargetParams', 'ColumnSpec', 'ImputeParams',
+           'FeaturesParams', 'CalibrationParams', 'ModelQuickParams', 'ModelParams', 'RequirementParams',
+           'ThresholdParams', 'BootstrapParams', 'EvaluateParams', 'HandoffParams', 'AuthParams', 'DriftParams',
+           'PerformanceParams', 'WebhookParams', 'AlertRuleParams', 'FlaggedShareRuleParams', 'NoPredictionsRuleParams',
+           'LogFailuresRuleParams', 'AlertRulesParams', 'AlertsParams', 'PromotionParams', 'MonitoringParams',
+           'EngineParams', 'Params', 'ParamsError', 'validate_params', 'typed_params', 'load_params', 'resolve_path',
+           'active_schema', 'git_commit', 'current_umask', 'atomic_path', 'local_kernel', 'setup_logging', 'write_text',
+           'write_json', 'read_json', 'write_csv', 'save_figure']
 
 # %% ../nbs/00_config.ipynb #866bd258
 def project_root() -> Path:
@@ -70,15 +80,522 @@ def parse_set(items: list[str]|None # `key=value` strings; values are read as YA
         out[k.strip()] = read_yaml(v) if v.strip() else None
     return out
 
+# %% ../nbs/00_config.ipynb #e9a4f0f7
+# The names other modules define (kept in step with them by tests/test_params.py; config imports no other module).
+_CANDIDATES = ('logreg', 'knn', 'tree', 'forest', 'svm', 'hgb')                  # modeling.ESTIMATORS
+_ENSEMBLES = ('voting', 'stacking')
+_SEARCH_METRICS = ('roc_auc', 'accuracy', 'balanced_accuracy', 'f1_at_risk')       # modeling.SEARCH_METRICS
+_REPORT_METRICS = ('accuracy', 'balanced_accuracy', 'precision_at_risk', 'recall_at_risk', 'f1_at_risk', 'precision_pass',
+                   'recall_pass', 'f1_pass', 'roc_auc', 'pr_auc_at_risk', 'brier', 'log_loss')   # evaluation.REPORT_METRICS
+_THRESHOLD_METRICS = ('accuracy', 'balanced_accuracy', 'precision_at_risk', 'recall_at_risk', 'f1_at_risk',
+                      'precision_pass', 'recall_pass', 'f1_pass', 'flagged_share')              # evaluation.THRESHOLD_METRICS
+_ENGINEERED = ('total_alc', 'parent_edu_max', 'any_failure', 'absences_band', 'support_count', 'study_per_free')   # features.ENGINEERED
+_IMBALANCE = ('none', 'smote', 'balanced')
+_CALIBRATION_METHODS = ('none', 'sigmoid', 'isotonic')                           # modeling.CALIBRATION_METHODS
+_SIZE = re.compile(r'^\s*\d+(\.\d+)?\s*([kKMGTP]i?)?[bB]?\s*$')   # 8MiB, 4GiB, 100 MB, 512kB: what dask.utils.parse_bytes reads
+
+def _bounds(lo, hi, lo_open: bool=False, hi_open: bool=False) -> str:
+    "` in [lo, hi]`, ` >= lo`, ` > lo`, ... or nothing: the range part of a message."
+    if lo is not None and hi is not None: return f" in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    if lo is not None: return f" {'>' if lo_open else '>='} {lo}"
+    if hi is not None: return f" {'<' if hi_open else '<='} {hi}"
+    return ''
+
+def _whole(lo: int|None=None, hi: int|None=None):
+    "A whole number in `[lo, hi]`; `true`/`false`, `5.0` and `'5'` are refused (YAML `false` is no number of folds)."
+    want = f"expected a whole number{_bounds(lo, hi)}"
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral): raise ValueError(want + (', not true/false' if isinstance(v, bool) else ''))
+        if (lo is not None and v < lo) or (hi is not None and v > hi): raise ValueError(want)
+        return int(v)
+    return Annotated[int, BeforeValidator(check)]
+
+def _number(lo: float|None=None, hi: float|None=None, lo_open: bool=False, hi_open: bool=False):
+    "A real number (an integer is fine) in the given range; booleans and strings are refused."
+    want = f"expected a number{_bounds(lo, hi, lo_open, hi_open)}"
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or v != v: raise ValueError(want + (', not true/false' if isinstance(v, bool) else ''))
+        if lo is not None and (v <= lo if lo_open else v < lo): raise ValueError(want)
+        if hi is not None and (v >= hi if hi_open else v > hi): raise ValueError(want)
+        return float(v)
+    return Annotated[float, BeforeValidator(check)]
+
+def _text(v):
+    if not isinstance(v, str) or not v.strip(): raise ValueError('expected a non-empty string')
+    return v
+
+def _names(known: tuple, what: str, at_least: int=0):
+    "A list of names from `known`: `what` names the unknown ones in the message (e.g. `unknown candidate(s)`)."
+    def check(v):
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v): raise ValueError(f"expected a list of names from: {', '.join(known)}")
+        if bad := [x for x in v if x not in known]: raise ValueError(f"{what} {bad}; known: {', '.join(known)}")
+        if len(v) < at_least: raise ValueError(f"expected at least {at_least} of: {', '.join(known)}")
+        return v
+    return Annotated[list, BeforeValidator(check)]
+
+def _scalar(v):
+    if isinstance(v, bool) or not isinstance(v, (str, numbers.Real)): raise ValueError('expected a string or a number')
+    return v
+
+def _band(v):
+    "`[lowest, highest]`: two numbers, lowest first."
+    if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in v) and v[0] <= v[1]):
+        raise ValueError('expected [lowest, highest]: two numbers, lowest first')
+    return list(v)
+
+def _share_band(v):
+    "`[low, high]`: two shares in [0, 1], low first."
+    if not (isinstance(v, (list, tuple)) and all(isinstance(x, numbers.Real) and not isinstance(x, bool) and 0 <= x <= 1 for x in v)):
+        raise ValueError('expected [low, high]: two numbers in [0, 1], low first')
+    return _band(v)
+
+def _ascending(v):
+    if not (isinstance(v, list) and v and all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in v)
+            and all(a < b for a, b in zip(v, v[1:]))):
+        raise ValueError('expected a non-empty list of increasing numbers')
+    return v
+
+def _grid(v):
+    "A hyper-parameter grid: `{name: value or [values]}`, a list of such dicts (sub-grids), or empty."
+    if v is None or (isinstance(v, dict) and all(isinstance(k, str) for k in v)): return v
+    if isinstance(v, list) and all(isinstance(g, dict) and all(isinstance(k, str) for k in g) for g in v): return v
+    raise ValueError('expected {hyper-parameter: [values]} or a list of such dicts')
+
+def _sha256(v):
+    if not (isinstance(v, str) and re.fullmatch(r'[0-9a-fA-F]{64}', v)): raise ValueError('expected a SHA-256 digest (64 hexadecimal digits)')
+    return v
+
+def _scheduler(v):
+    "null, `local` or a Dask scheduler address `tcp://host:port` / `tls://host:port` (as `scale.engine_settings` checks)."
+    u = urlparse(v.strip()) if isinstance(v, str) else None
+    try: ok = v is None or v.strip() == 'local' or (u.scheme in ('tcp', 'tls') and u.hostname and u.port)
+    except ValueError: ok = False   # a port that is not a number
+    if not ok: raise ValueError("expected null, 'local' or an address like tcp://host:8786 (or tls://host:port)")
+    return v
+
+def _size(v):
+    "Bytes: a positive whole number or a size like `8MiB` (`auto` too where `auto` is allowed: see `_memory`)."
+    if isinstance(v, bool) or not ((isinstance(v, numbers.Integral) and v > 0) or (isinstance(v, str) and _SIZE.match(v))):
+        raise ValueError('expected a size in bytes: a positive whole number or e.g. 8MiB, 512kB')
+    return v
+
+def _memory(v):
+    if v is None or v == 'auto': return v
+    try: return _size(v)
+    except ValueError: raise ValueError("expected 'auto', null or a size such as 4GiB") from None
+
+def _power_of_two(v):
+    if v < 2 or v & (v - 1): raise ValueError('expected a power of 2 (e.g. 16384)')
+    return v
+
+_Text = Annotated[str, BeforeValidator(_text)]
+_PosInt, _NonNegInt, _Folds = _whole(1), _whole(0), _whole(2)
+_Num, _NonNeg, _Pos, _Prob, _Share = _number(), _number(0), _number(0, lo_open=True), _number(0, 1), _number(0, 1, True, True)
+_Scalar = Annotated[Any, BeforeValidator(_scalar)]
+_Band = Annotated[list, BeforeValidator(_band)]
+_Grid = Annotated[Any, BeforeValidator(_grid)]
+_Sha256 = Annotated[str, BeforeValidator(_sha256)]
+
+# %% ../nbs/00_config.ipynb #751c6594
+class ParamsSection(BaseModel):
+    "Base of the parameter sections: a fixed key set (an unknown key is refused), values checked, read-only."
+    model_config = ConfigDict(extra='forbid', frozen=True)
+
+class RunParams(ParamsSection):
+    "`run:` what a run works on: the dataset (`demo`, `mat`, `por` or a CSV path), the setup (a key of `features.setups`), the seed, quick mode."
+    dataset: _Text
+    setup: _Text
+    seed: _whole(0, 2**32 - 1)
+    quick: StrictBool
+
+class FetchParams(ParamsSection):
+    "`data.fetch:` the UCI archive's URL and the SHA-256 checksums `studentperf data fetch` verifies."
+    url: _Text
+    archive_sha256: _Sha256|None = None
+    files: dict[_Text, _Sha256]
+
+class DataParams(ParamsSection):
+    "`data:` where the data lives, the synthetic demo file's make-up and the rule for rows with a missing input."
+    data_dir: _Text
+    demo_file: _Text
+    demo_rows: _PosInt
+    demo_invalid: _NonNegInt
+    demo_duplicates: _NonNegInt
+    demo_missing_cells: _NonNegInt
+    missing: Literal['impute', 'quarantine']
+    fetch: FetchParams
+
+class TargetParams(ParamsSection):
+    "`target:` the grade column, the pass mark and the grade bands."
+    grade_column: _Text
+    pass_threshold: _Num
+    bands: _Text
+    band_schemes: dict[_Text, dict[_Text, _Band]]
+
+class ColumnSpec(ParamsSection):
+    "One column of a `schemas:` block: its kind, its allowed values or range, and a label."
+    kind: Literal['binary', 'nominal', 'ordinal', 'numeric', 'grade']
+    values: list[_Scalar]|None = None
+    min: _Num|None = None
+    max: _Num|None = None
+    integer: StrictBool = False
+    label: str|None = None
+
+    @model_validator(mode='after')
+    def _consistent(self):
+        if self.kind == 'binary' and len(self.values or []) != 2: raise ValueError('a binary column needs exactly two values')
+        if self.kind in ('nominal', 'ordinal') and not self.values: raise ValueError(f'a {self.kind} column needs its values')
+        if self.kind == 'ordinal' and not all(isinstance(v, numbers.Integral) for v in self.values): raise ValueError('ordinal values must be whole numbers')
+        if self.min is not None and self.max is not None and self.min > self.max: raise ValueError('min must not exceed max')
+        return self
+
+# %% ../nbs/00_config.ipynb #1657d9c0
+_Variants = Annotated[dict[_Text, dict[str, Any]|None], Field(min_length=1)]   # feature variant name -> features choices
+
+class ImputeParams(ParamsSection):
+    "`features.impute:` the `SimpleImputer` strategy per kind of column."
+    category: Literal['most_frequent', 'constant']
+    ordinal: Literal['median', 'mean', 'most_frequent', 'constant']
+    numeric: Literal['median', 'mean', 'most_frequent', 'constant']
+
+class FeaturesParams(ParamsSection):
+    "`features:` the setups' left-out prior grades, the encoding choices, imputation and the engineered features."
+    setups: dict[_Text, list[_Text]]
+    nominal: Literal['onehot']
+    onehot_drop: Literal['none', 'first']
+    ordinal: Literal['ordinal', 'onehot']
+    scaler: Literal['standard', 'minmax']
+    skew: Literal['log1p', 'none']
+    skew_columns: list[_Text]
+    absences_bands: Annotated[list, BeforeValidator(_ascending)] = [0, 5, 15]
+    impute: ImputeParams
+    engineered: _names(_ENGINEERED, 'unknown engineered feature(s)')|None = []
+
+class CalibrationParams(ParamsSection):
+    "`model.calibration:` P(pass) recalibration of the selected pipeline; a key left out takes `modeling`'s default (quick or full)."
+    methods: _names(_CALIBRATION_METHODS, 'unknown calibration method(s)', 1)|None = None
+    cv: _Folds|None = None
+    ensemble: StrictBool|None = None
+
+class ModelQuickParams(ParamsSection):
+    "`model.quick:` the `model:` keys that replace the others when `run.quick` is true (any of them, same rules)."
+    test_size: _Share|None = None
+    cv_folds: _Folds|None = None
+    metric: Literal[_SEARCH_METRICS]|None = None
+    selection: Literal['best', 'one_se']|None = None
+    simplicity: _names(_CANDIDATES + _ENSEMBLES, 'unknown model(s)')|None = None
+    n_jobs: _whole()|None = None
+    candidates: _names(_CANDIDATES, 'unknown candidate(s)', 1)|None = None
+    imbalance: _names(_IMBALANCE, 'unknown strategy', 1)|None = None
+    smote_k: _PosInt|None = None
+    svm_calibration_cv: _Folds|None = None
+    ensembles: _names(_ENSEMBLES, 'unknown ensemble(s)')|None = None
+    stacking_cv: _Folds|None = None
+    feature_reference: Literal[_CANDIDATES]|None = None
+    feature_variants: _Variants|None = None
+    grids: dict[Literal[_CANDIDATES], _Grid]|None = None
+    calibration: CalibrationParams|None = None
+
+class ModelParams(ParamsSection):
+    "`model:` the hold-out split, the cross-validated search of each candidate, the ensembles and the selection rule."
+    test_size: _Share
+    cv_folds: _Folds
+    metric: Literal[_SEARCH_METRICS]
+    selection: Literal['best', 'one_se']
+    simplicity: _names(_CANDIDATES + _ENSEMBLES, 'unknown model(s)')
+    n_jobs: _whole()|None = None
+    candidates: _names(_CANDIDATES, 'unknown candidate(s)', 1)
+    imbalance: _names(_IMBALANCE, 'unknown strategy', 1)
+    smote_k: _PosInt
+    svm_calibration_cv: _Folds
+    ensembles: _names(_ENSEMBLES, 'unknown ensemble(s)')
+    stacking_cv: _Folds
+    feature_reference: Literal[_CANDIDATES]
+    feature_variants: _Variants
+    grids: dict[Literal[_CANDIDATES], _Grid]
+    calibration: CalibrationParams|None = None
+    quick: ModelQuickParams|None = None
+
+# %% ../nbs/00_config.ipynb #6866392b
+class RequirementParams(ParamsSection):
+    "One entry of `evaluate.targets`: MET when `metric op value`, on the predictions at the `default` or `operating` threshold."
+    op: Literal['>', '>=', '<', '<='] = '>='
+    value: _Num
+    at: Literal['default', 'operating'] = 'default'
+
+class ThresholdParams(ParamsSection):
+    "`evaluate.threshold:` the default threshold and the rule that picks the operating (early-warning) threshold."
+    default: _Prob
+    constraint: Literal[_THRESHOLD_METRICS]
+    min: _Prob
+    maximize: Literal[_THRESHOLD_METRICS]
+    source: Literal['cv', 'test']
+    cv_folds: _Folds
+    cv_folds_quick: _Folds
+
+class BootstrapParams(ParamsSection):
+    "`evaluate.bootstrap:` resamples, confidence and metrics of the hold-out intervals."
+    n: _PosInt
+    n_quick: _PosInt
+    confidence: _Share
+    metrics: _names(_REPORT_METRICS, 'unknown metric(s)')
+
+class EvaluateParams(ParamsSection):
+    "`evaluate:` requirement targets, threshold rule, bootstrap, groups, calibration and error analysis."
+    targets: dict[Literal[_REPORT_METRICS], RequirementParams]
+    threshold: ThresholdParams
+    bootstrap: BootstrapParams
+    groups: list[_Text]
+    calibration_bins: _PosInt
+    error_analysis_at: Literal['default', 'operating']
+    error_top_features: _PosInt
+
+class HandoffParams(ParamsSection):
+    "`handoff:` risk bands, API limits, explanations, batch scoring and interpretation settings."
+    watch_margin: _Prob
+    max_batch: _PosInt
+    max_body_bytes: _PosInt
+    explain_top: _PosInt
+    batch_chunksize: _PosInt
+    importance_repeats: _PosInt
+    top_features: _NonNegInt
+
+class AuthParams(ParamsSection):
+    "`auth:` key store, audit log, request budget and scrypt cost (the defaults are `auth.auth_params`'s)."
+    store: _Text|None = None
+    audit_log: _Text|None = None
+    requests_per_minute: _NonNegInt = 600
+    scrypt_n: Annotated[_PosInt, AfterValidator(_power_of_two)] = 16384
+
+# %% ../nbs/00_config.ipynb #ebcc6e42
+class DriftParams(ParamsSection):
+    "`monitoring.drift:` per-column drift: p-value of the tests, threshold of the distances."
+    alpha: _Share = 0.05
+    distance: _NonNeg = 0.1
+
+class PerformanceParams(ParamsSection):
+    "`monitoring.performance:` judging a window once outcomes arrive."
+    min_outcomes: _PosInt = 100
+    bootstrap: _PosInt = 500
+    metrics: _names(_REPORT_METRICS, 'unknown metric(s)') = ['accuracy', 'balanced_accuracy', 'recall_at_risk', 'precision_at_risk', 'roc_auc', 'brier']
+
+class WebhookParams(ParamsSection):
+    "`monitoring.alerts.webhook:` where alerts are POSTed (`url: null`: log only) and how persistently."
+    url: _Text|None = None
+    timeout: _Pos = 5
+    retries: _NonNegInt = 3
+    backoff: _NonNeg = 0.5
+
+class AlertRuleParams(ParamsSection):
+    "One alert rule: `enabled`, `severity`, `action` (`retrain` or null)."
+    enabled: StrictBool = True
+    severity: _Text = 'warning'
+    action: Literal['retrain']|None = None
+
+class FlaggedShareRuleParams(AlertRuleParams):
+    "The `flagged_share` rule: fires when the window's flagged share leaves `band`."
+    band: Annotated[list, BeforeValidator(_share_band)]
+
+class NoPredictionsRuleParams(AlertRuleParams):
+    "The `no_predictions` rule: fires when nothing was logged for `days`."
+    days: _Pos
+
+class LogFailuresRuleParams(AlertRuleParams):
+    "The `log_failures` rule: fires when more than `max` prediction-log writes failed."
+    max: _NonNegInt = 0
+
+class AlertRulesParams(ParamsSection):
+    "`monitoring.alerts.rules:` the known rules (an unknown name is refused); a rule left out does not fire."
+    dataset_drift: AlertRuleParams = None
+    prediction_drift: AlertRuleParams = None
+    flagged_share: FlaggedShareRuleParams = None
+    performance_degraded: AlertRuleParams = None
+    no_predictions: NoPredictionsRuleParams = None
+    log_failures: LogFailuresRuleParams = None
+
+class AlertsParams(ParamsSection):
+    "`monitoring.alerts:` cool-down, webhook and rules of `studentperf monitor check`."
+    cooldown_hours: _NonNeg = 24
+    webhook: WebhookParams = WebhookParams()
+    rules: AlertRulesParams = AlertRulesParams()
+
+class PromotionParams(ParamsSection):
+    "`monitoring.promotion:` when `studentperf retrain`'s challenger replaces the champion."
+    metric: Literal[_REPORT_METRICS] = 'roc_auc'
+    margin: _Num = 0.01
+    max_brier_increase: _Num = 0.01
+    min_rows: _PosInt = 100
+    window: _PosInt = 200
+
+class MonitoringParams(ParamsSection):
+    "`monitoring:` the prediction log, drift, performance, alerts and promotion (the defaults are those of `monitoring` and `drift`)."
+    store: _Text|None = None
+    retention_days: _PosInt = 400
+    batch_size: _PosInt = 500
+    flush_interval: _Pos = 0.5
+    max_queue: _PosInt = 100_000
+    drift_share: _Prob = 0.5
+    min_window: _PosInt = 100
+    tolerance: _NonNeg = 0.05
+    drift: DriftParams = DriftParams()
+    performance: PerformanceParams = PerformanceParams()
+    alerts: AlertsParams = AlertsParams()
+    promotion: PromotionParams = PromotionParams()
+
+# %% ../nbs/00_config.ipynb #eb664943
+class EngineParams(ParamsSection):
+    "`engine:` where joblib work and large batch scoring run: this process, a LocalCluster or a Dask scheduler."
+    scheduler: Annotated[str|None, BeforeValidator(_scheduler)] = None
+    workers: _PosInt
+    memory_limit: Annotated[Any, BeforeValidator(_memory)]
+    connect_timeout: _Pos
+    blocksize: Annotated[Any, BeforeValidator(_size)]
+
+class Params(ParamsSection):
+    "All of `params.yaml`, validated: `typed_params(p).model.cv_folds`, `typed_params(p).engine.scheduler`, ..."
+    run: RunParams
+    data: DataParams
+    target: TargetParams
+    schema_: _Text = Field(alias='schema')
+    schemas: dict[_Text, dict[_Text, ColumnSpec]]
+    features: FeaturesParams
+    model: ModelParams
+    evaluate: EvaluateParams
+    handoff: HandoffParams
+    auth: AuthParams = AuthParams()
+    monitoring: MonitoringParams = MonitoringParams()
+    engine: EngineParams
+
+# %% ../nbs/00_config.ipynb #aaac8acf
+class ParamsError(ValueError):
+    "Parameters that do not validate; `problems` holds `(file, dotted key, value, what was expected)`, one message line each."
+    def __init__(self, problems: list # (file, dotted key, value, expected) tuples
+                ):
+        self.problems = list(problems)
+        super().__init__('\n'.join(f"{f}: {k}: {w}" if v is _MISSING else f"{f}: {k} = {_short(v)}: {w}" for f, k, v, w in self.problems))
+
+_MISSING = object()
+
+def _short(v, n: int=80) -> str:
+    "`repr(v)`, cut to `n` characters."
+    r = repr(v)
+    return r if len(r) <= n else r[:n - 3] + '...'
+
+def _dotted(loc) -> str:
+    "`('model', 'candidates', 1)` -> `model.candidates[1]`."
+    out = ''
+    for p in loc:
+        out += f'[{p}]' if isinstance(p, int) else (f'.{p}' if out else str(p))
+    return out or '(top)'
+
+def _get(d, loc, default=_MISSING):
+    "The value at `loc` in the nested dicts/lists `d`."
+    for p in loc:
+        try: d = d[p]
+        except (KeyError, IndexError, TypeError): return default
+    return d
+
+def _section_keys(loc) -> list:
+    "The keys the section at `loc` (a path of keys) allows, from the `Params` models."
+    t = Params
+    for p in loc:
+        while get_origin(t) is Annotated or get_origin(t) in (Union, UnionType):
+            t = next(a for a in get_args(t) if a is not type(None))
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            f = next((f for k, f in t.model_fields.items() if (f.alias or k) == p), None)
+            if f is None: return []
+            t = f.annotation
+        elif get_origin(t) in (dict, list): t = get_args(t)[-1]
+        else: return []
+    while get_origin(t) is Annotated or get_origin(t) in (Union, UnionType):
+        t = next(a for a in get_args(t) if a is not type(None))
+    return [f.alias or k for k, f in t.model_fields.items()] if isinstance(t, type) and issubclass(t, BaseModel) else []
+
+def _expected(e: dict) -> str:
+    "What a pydantic error says was expected, in the words of params.yaml."
+    t, ctx = e['type'], e.get('ctx') or {}
+    if t in ('value_error', 'assertion_error'): return str(ctx.get('error', e['msg']))
+    words = {'bool_type': 'expected true or false', 'bool_parsing': 'expected true or false', 'string_type': 'expected a string',
+             'dict_type': 'expected a mapping (key: value)', 'model_type': 'expected a mapping (key: value)',
+             'model_attributes_type': 'expected a mapping (key: value)', 'list_type': 'expected a list'}
+    if t in words: return words[t]
+    if t == 'too_short': return f"expected at least {ctx.get('min_length')} item(s)"
+    return re.sub(r'^Input should be ', 'expected ', e['msg'])
+
+def _cross_checks(p: Params) -> list:
+    "Problems between sections: names one section uses that another declares. `(loc, value, expected)` tuples."
+    out, schema = [], p.schemas.get(p.schema_)
+    if schema is None: out.append((('schema',), p.schema_, f"expected a schema declared under `schemas:`: {', '.join(p.schemas)}"))
+    if p.target.bands not in p.target.band_schemes:
+        out.append((('target', 'bands'), p.target.bands, f"expected a scheme of target.band_schemes: {', '.join(p.target.band_schemes)}"))
+    if p.run.setup not in p.features.setups:
+        out.append((('run', 'setup'), p.run.setup, f"expected a setup declared in features.setups: {', '.join(p.features.setups)}"))
+    if schema is not None:
+        if p.target.grade_column not in schema:
+            out.append((('target', 'grade_column'), p.target.grade_column, f"expected a column of schema {p.schema_!r}"))
+        if bad := [g for g in p.evaluate.groups if g not in schema]:
+            out.append((('evaluate', 'groups'), p.evaluate.groups, f"unknown column(s) {bad}: expected columns of schema {p.schema_!r}"))
+    base = p.features.model_dump()
+    for where, variants in ((('model',), p.model.feature_variants), (('model', 'quick'), (p.model.quick and p.model.quick.feature_variants) or {})):
+        for name, ch in variants.items():
+            ch = ch or {}
+            if bad := [k for k in ch if k not in FeaturesParams.model_fields]:
+                out.append(((*where, 'feature_variants', name), ch, f"unknown feature choice(s) {bad}: expected keys of features: {', '.join(FeaturesParams.model_fields)}"))
+                continue
+            try: FeaturesParams.model_validate({**base, **ch})
+            except ValidationError as err:
+                out += [((*where, 'feature_variants', name, *e['loc']), e['input'], _expected(e)) for e in err.errors(include_url=False)]
+    return out
+
+def validate_params(d: dict, # parameters as read from YAML (a `_meta` entry is ignored)
+                    source: str='params.yaml', # the file they came from, for the messages
+                    overrides: dict|None=None, # the dotted-key overrides applied to them, marked in the messages
+                   ) -> Params:
+    "Check every section of `d`; raises `ParamsError` listing every problem as `<file>: <key> = <value>: <expected>`."
+    d = {k: v for k, v in d.items() if k != '_meta'} if isinstance(d, dict) else d
+    ov = list(overrides or {})
+    def problem(loc, value, expected):
+        key = _dotted(loc)
+        if any(key == k or key.startswith((k + '.', k + '[')) or k.startswith(key + '.') for k in ov): expected += ' (set by an override)'
+        return (source, key, value, expected)
+    try: p = Params.model_validate(d)
+    except ValidationError as err:
+        probs = []
+        for e in err.errors(include_url=False):
+            loc = tuple(e['loc'])
+            if e['type'] == 'missing':
+                probs.append(problem(loc, _MISSING, f"missing: a required key of {'section ' + _dotted(loc[:-1]) if loc[:-1] else 'params.yaml'}"))
+            elif e['type'] == 'extra_forbidden':
+                probs.append(problem(loc, e['input'], f"unknown parameter {_dotted(loc)!r}; {'section ' + _dotted(loc[:-1]) if loc[:-1] else 'params.yaml'} has: {', '.join(_section_keys(loc[:-1]))}"))
+            elif loc and loc[-1] == '[key]':
+                probs.append(problem(loc[:-1], _get(d, loc[:-1]), f"unknown key {loc[-2]!r}: {_expected(e)}"))
+            else: probs.append(problem(loc, e['input'], _expected(e)))
+        raise ParamsError(probs) from None
+    if probs := [problem(*x) for x in _cross_checks(p)]: raise ParamsError(probs)
+    return p
+
+def typed_params(params: dict # loaded parameters (`load_params`)
+                ) -> Params:
+    "The validated, typed view of loaded parameters: `typed_params(p).model.cv_folds`."
+    meta = params.get('_meta') or {}
+    return validate_params(params, meta.get('params_file', 'params.yaml'), meta.get('overrides'))
+
 # %% ../nbs/00_config.ipynb #0ce3b8e8
 def load_params(path: str|Path|None=None, # params file; default: the project's `params.yaml`
                 overrides: dict|None=None, # dotted-key overrides, applied in order
                ) -> dict:
-    "Read the parameters and apply `overrides`; records the file it read under `_meta`."
+    "Read the parameters and apply `overrides`, then validate them all (`ParamsError`); records the file it read under `_meta`."
     path = Path(path) if path else project_root()/'params.yaml'
     if not path.exists(): raise FileNotFoundError(f"parameters file not found: {path}")
     p = read_yaml(path.read_text(encoding='utf-8')) or {}
-    for k,v in (overrides or {}).items(): set_dotted(p, k, copy.deepcopy(v))
+    if not isinstance(p, dict): raise ParamsError([(str(path), '(top)', p, 'expected a mapping of sections (run:, data:, ...)')])
+    probs = []
+    for k, v in (overrides or {}).items():
+        try: set_dotted(p, k, copy.deepcopy(v))
+        except KeyError as e: probs.append((str(path), k, v, f"{e.args[0]} (set by an override)"))
+    try: validate_params(p, str(path), overrides)
+    except ParamsError as e: probs += e.problems
+    if probs: raise ParamsError(probs)
     p['_meta'] = {'params_file': str(path.resolve()), 'root': str(path.resolve().parent), 'overrides': dict(overrides or {})}
     return p
 
@@ -132,8 +649,10 @@ def atomic_path(path: str|Path # the file to write
 
 # %% ../nbs/00_config.ipynb #181ef547
 def local_kernel() -> Config:
-    "`config=` for `papermill.execute_notebook`: the kernel talks to papermill over Unix sockets (IPC), not TCP."
-    return Config({'KernelManager': {'transport': 'ipc'}})
+    """`config=` for `papermill.execute_notebook`: the kernel talks to papermill over Unix sockets (IPC), not TCP.
+    The sockets are named after a random prefix in the temporary folder: jupyter_client's default, `kernel-ipc-N` in the
+    working directory (papermill's `cwd`, `nbs/`), lets two runs started at once pick the same socket."""
+    return Config({'KernelManager': {'transport': 'ipc', 'ip': os.path.join(tempfile.gettempdir(), f'studentperf-kernel-{os.urandom(6).hex()}')}})
 
 # %% ../nbs/00_config.ipynb #544f5887
 LOG_LEVEL_ENV = 'STUDENTPERF_LOG_LEVEL'

@@ -286,10 +286,12 @@ def demo_path(params: dict) -> Path:
 UCI_FILES = {'mat': 'student-mat.csv', 'por': 'student-por.csv'}
 
 def data_dir(params: dict, # loaded parameters
-             flag: str|Path|None=None, # `--data-dir`, wins over everything
+             flag: str|Path|None=None, # an explicit folder, wins over everything
             ) -> Path:
-    "The UCI data directory: `flag`, else `$STUDENTPERF_DATA_DIR`, else `data.data_dir` from params.yaml."
-    d = flag or os.environ.get('STUDENTPERF_DATA_DIR') or params['data']['data_dir']
+    "The UCI data directory: `flag`, else an overridden `data.data_dir` (`--data-dir`), else `$STUDENTPERF_DATA_DIR`, else `data.data_dir`."
+    ov = (params.get('_meta') or {}).get('overrides') or {}
+    overridden = 'data.data_dir' in ov or 'data' in ov
+    d = flag or (params['data']['data_dir'] if overridden else None) or os.environ.get('STUDENTPERF_DATA_DIR') or params['data']['data_dir']
     return resolve_path(params, d)
 
 def dataset_path(params: dict, # loaded parameters

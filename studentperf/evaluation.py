@@ -12,22 +12,25 @@ import pandas as pd
 import matplotlib.pyplot as plt
 import seaborn as sns
 from sklearn.metrics import roc_auc_score, average_precision_score, brier_score_loss, log_loss
+from sklearn.metrics import classification_report as sk_classification_report
 from sklearn.base import clone
+from scipy.special import expit, logit
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from .config import load_params, atomic_path, write_json, write_text, write_csv, save_figure
+from .config import load_params, atomic_path, read_json, write_json, write_text, write_csv, save_figure
 from .data import read_cleaned, run_prepare
 from .features import split_xy
 from .modeling import load_model
 
 # %% auto #0
-__all__ = ['AT_RISK', 'PASS', 'CLASS_NAMES', 'REPORT_METRICS', 'THRESHOLD_METRICS', 'GROUP_METRICS', 'OUTCOMES', 'OPS', 'COLORS',
-           'PANELS', 'risk_score', 'predict_pass', 'check_scores', 'roc_auc', 'average_precision', 'confusion_counts',
-           'counts_metrics', 'classification_metrics', 'confusion_frame', 'classification_report', 'bootstrap_ci',
-           'threshold_curve', 'choose_threshold', 'group_metrics', 'group_gaps', 'outcomes', 'compare_student_groups',
-           'check_requirements', 'Evaluation', 'is_quick', 'evaluate', 'roc_points', 'pr_points', 'calibration_points',
-           'plot_confusion', 'plot_roc', 'plot_pr', 'plot_calibration', 'plot_groups', 'plot_threshold',
-           'summary_figure', 'panel_figure', 'plot_model_comparison', 'jsonable', 'metrics_json', 'write_outputs',
-           'read_split', 'p_pass_of', 'oof_p_pass', 'run_evaluate']
+__all__ = ['AT_RISK', 'PASS', 'CLASS_NAMES', 'REPORT_METRICS', 'CALIBRATION_METRICS', 'THRESHOLD_METRICS', 'GROUP_METRICS',
+           'OUTCOMES', 'OPS', 'COLORS', 'PANELS', 'risk_score', 'predict_pass', 'check_scores', 'roc_auc',
+           'average_precision', 'confusion_counts', 'counts_metrics', 'classification_metrics', 'confusion_frame',
+           'threshold_report', 'equal_count_bins', 'ece', 'calibration_slope_intercept', 'calibration_metrics',
+           'bootstrap_ci', 'threshold_curve', 'choose_threshold', 'group_metrics', 'group_gaps', 'outcomes',
+           'compare_student_groups', 'check_requirements', 'Evaluation', 'is_quick', 'evaluate', 'roc_points',
+           'pr_points', 'calibration_points', 'plot_confusion', 'plot_roc', 'plot_pr', 'plot_calibration',
+           'plot_groups', 'plot_threshold', 'summary_figure', 'panel_figure', 'plot_model_comparison', 'jsonable',
+           'metrics_json', 'write_outputs', 'read_split', 'p_pass_of', 'oof_p_pass', 'run_evaluate']
 
 # %% ../nbs/04_evaluation.ipynb #8389e0de
 AT_RISK, PASS = 0, 1
@@ -114,12 +117,60 @@ def confusion_frame(y_true, # true outcomes, 1 = pass
     return pd.DataFrame([[c['tp'], c['fn']], [c['fp'], c['tn']]], index=pd.Index(idx, name='actual'),
                         columns=pd.Index(idx, name='predicted'))
 
-def classification_report(y_true, p_pass, threshold: float=0.5, output_dict: bool=False):
+def threshold_report(y_true, p_pass, threshold: float=0.5, output_dict: bool=False):
     "scikit-learn's classification report at `threshold`, with the class names of this project."
-    from sklearn.metrics import classification_report as _cr
     y, p = check_scores(y_true, p_pass)
-    return _cr(y, predict_pass(p, threshold), labels=[AT_RISK, PASS], target_names=[CLASS_NAMES[AT_RISK], CLASS_NAMES[PASS]],
+    return sk_classification_report(y, predict_pass(p, threshold), labels=[AT_RISK, PASS], target_names=[CLASS_NAMES[AT_RISK], CLASS_NAMES[PASS]],
                zero_division=0, output_dict=output_dict, digits=3)
+
+# %% ../nbs/04_evaluation.ipynb #7d7fff50
+CALIBRATION_METRICS = ['brier_base_rate', 'brier_skill', 'ece', 'calibration_slope', 'calibration_intercept']
+
+def equal_count_bins(score, # scores to bin (e.g. the risk score)
+                     bins: int=10, # number of bins (at most one per student)
+                    ) -> np.ndarray:
+    "The bin (0 = lowest scores) of each score: sorted (ties by position), split into `bins` groups of equal size (+-1)."
+    s = np.asarray(score, dtype=float)
+    out = np.empty(len(s), dtype=int)
+    for b, ix in enumerate(np.array_split(np.argsort(s, kind='stable'), max(1, min(bins, len(s))))): out[ix] = b
+    return out
+
+def ece(y_true, p_pass, bins: int=10) -> float:
+    "Expected calibration error: the students-weighted mean |predicted - observed| risk over equal-count bins."
+    y, p = check_scores(y_true, p_pass)
+    b = equal_count_bins(risk_score(p), bins)
+    n = np.bincount(b)
+    gap = np.bincount(b, weights=risk_score(p)) - np.bincount(b, weights=(y == AT_RISK).astype(float))
+    return float(np.abs(gap).sum() / n.sum())
+
+def calibration_slope_intercept(y_true, p_pass, eps: float=1e-6, max_iter: int=50) -> tuple:
+    "`(slope, intercept)` of the unpenalised logistic regression of pass on logit(P(pass)) (Newton); NaN when undefined."
+    y, p = check_scores(y_true, p_pass)
+    if y.min() == y.max(): return np.nan, np.nan
+    X = np.column_stack([np.ones(len(p)), logit(np.clip(p, eps, 1 - eps))])
+    b = np.zeros(2)
+    for _ in range(max_iter):
+        mu = expit(X @ b)
+        H = (X * (mu * (1 - mu))[:, None]).T @ X
+        try: step = np.linalg.solve(H, X.T @ (y - mu))
+        except np.linalg.LinAlgError: return np.nan, np.nan
+        b = b + step
+        if not np.isfinite(b).all() or np.abs(b).max() > 1e4: return np.nan, np.nan   # separated: no finite fit
+        if np.abs(step).max() < 1e-10: return float(b[1]), float(b[0])
+    return np.nan, np.nan
+
+def calibration_metrics(y_true, # true outcomes, 1 = pass
+                        p_pass, # predicted P(pass)
+                        base_rate: float|None=None, # the training pass rate (reference); None: NaN for the reference
+                        bins: int=10, # ECE bins
+                       ) -> dict:
+    "`CALIBRATION_METRICS` of `p_pass` (the Brier score too)."
+    y, p = check_scores(y_true, p_pass)
+    brier = float(np.mean((y - p) ** 2))
+    ref = float(np.mean((y - base_rate) ** 2)) if base_rate is not None else np.nan
+    slope, icpt = calibration_slope_intercept(y, p)
+    return {'brier': brier, 'brier_base_rate': ref, 'brier_skill': 1 - brier / ref if ref > 0 else np.nan,
+            'ece': ece(y, p, bins), 'calibration_slope': slope, 'calibration_intercept': icpt}
 
 # %% ../nbs/04_evaluation.ipynb #9aa53f42
 def bootstrap_ci(y_true, # true outcomes, 1 = pass
@@ -129,21 +180,28 @@ def bootstrap_ci(y_true, # true outcomes, 1 = pass
                  n: int=1000, # bootstrap resamples
                  confidence: float=0.95, # width of the interval
                  seed: int=42, # random seed
+                 base_rate: float|None=None, # training pass rate, for `brier_base_rate` and `brier_skill`
+                 bins: int=10, # ECE bins
                 ) -> pd.DataFrame:
-    "Percentile bootstrap interval of each metric: `estimate`, `low`, `high`, `n_valid`, one row per metric."
+    "Percentile bootstrap interval of each metric (`REPORT_METRICS`, `CALIBRATION_METRICS`): `estimate`, `low`, `high`, `n_valid`, one row per metric."
     y, p = check_scores(y_true, p_pass)
     metrics = list(metrics or REPORT_METRICS)
-    unknown = [m for m in metrics if m not in REPORT_METRICS]
-    if unknown: raise ValueError(f"unknown metric(s) {unknown} in evaluate.bootstrap.metrics; known: {REPORT_METRICS}")
+    unknown = [m for m in metrics if m not in REPORT_METRICS + CALIBRATION_METRICS]
+    if unknown: raise ValueError(f"unknown metric(s) {unknown} in evaluate.bootstrap.metrics; known: {REPORT_METRICS + CALIBRATION_METRICS}")
+    need_cal = any(m in CALIBRATION_METRICS for m in metrics)
+    need_cls = any(m not in CALIBRATION_METRICS and not (need_cal and m == 'brier') for m in metrics)   # the Brier score comes with both
+    def all_metrics(y, p):
+        return {**(classification_metrics(y, p, threshold) if need_cls else {}),
+                **(calibration_metrics(y, p, base_rate, bins) if need_cal else {})}
     if not 0 < confidence < 1: raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
     rng = np.random.default_rng(seed)
     vals = np.full((n, len(metrics)), np.nan)
     for i in range(n):
         ix = rng.integers(0, len(y), len(y))
-        m = classification_metrics(y[ix], p[ix], threshold)
+        m = all_metrics(y[ix], p[ix])
         vals[i] = [m[k] for k in metrics]
     a = (1 - confidence) / 2
-    est = classification_metrics(y, p, threshold)
+    est = all_metrics(y, p)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', RuntimeWarning)   # all-NaN column: interval is NaN
         lo, hi = np.nanquantile(vals, a, axis=0), np.nanquantile(vals, 1 - a, axis=0)
@@ -311,6 +369,7 @@ class Evaluation:
     error_compare: dict            # {'missed vs found': frame, 'false alarm vs correct pass': frame}
     requirements: pd.DataFrame     # the verdicts
     settings: dict = field(default_factory=dict)  # threshold source, bootstrap n, ...
+    calibration: dict = field(default_factory=dict)  # `CALIBRATION_METRICS` (+ brier), their intervals (`ci`), base rate, bins
 
     @property
     def title(self) -> str:
@@ -330,17 +389,18 @@ def evaluate(y_true, # hold-out outcomes, 1 = pass
              dataset: str='', # dataset and setup, for titles
              oof: tuple|None=None, # (y_train, P(pass) out of fold) to choose the threshold on; None: the hold-out set
              groups: pd.DataFrame|None=None, # the grouping columns of the hold-out students; default: from `X`
+             base_rate: float|None=None, # the training pass rate (base-rate Brier); default: that of `oof`'s outcomes
             ) -> Evaluation:
     "Metrics, intervals, threshold, groups, errors and verdicts of one set of hold-out predictions."
     ep = params['evaluate']
     y, p = check_scores(y_true, p_pass)
     X = X.reset_index(drop=True)
-    tp_ = ep['threshold']
+    rule = ep['threshold']
     curve = threshold_curve(y, p)
     src = 'cv' if oof is not None else 'test'
     src_curve = threshold_curve(*oof) if oof is not None else curve
-    chosen = {**choose_threshold(src_curve, tp_['constraint'], tp_['min'], tp_['maximize']), 'source': src}
-    ths = {'default': float(tp_['default']), 'operating': chosen['threshold']}
+    chosen = {**choose_threshold(src_curve, rule['constraint'], rule['min'], rule['maximize']), 'source': src}
+    ths = {'default': float(rule['default']), 'operating': chosen['threshold']}
     results = {k: classification_metrics(y, p, t) for k, t in ths.items()}
     bs = ep['bootstrap']
     nb = bs['n_quick'] if is_quick(params) else bs['n']
@@ -354,9 +414,14 @@ def evaluate(y_true, # hold-out outcomes, 1 = pass
     error_compare = {'missed vs found': compare_student_groups(X, oc == 'missed', oc == 'found', top),
                      'false alarm vs correct pass': compare_student_groups(X, oc == 'false alarm', oc == 'correct pass', top)}
     req = check_requirements(results, ep['targets'], cis)
+    if base_rate is None and oof is not None: base_rate = float(np.mean(oof[0]))
+    bins = ep['calibration_bins']
+    cal_ci = bootstrap_ci(y, p, ths['default'], ['brier', *CALIBRATION_METRICS], nb, bs['confidence'], params['run']['seed'], base_rate, bins)
+    calibration = {**calibration_metrics(y, p, base_rate, bins), 'base_rate': base_rate, 'bins': int(bins), 'ci': cal_ci}
     settings = {'threshold_source': src, 'bootstrap_n': int(nb), 'confidence': bs['confidence'], 'error_analysis_at': ep['error_analysis_at'],
                 'oof_n': int(len(oof[0])) if oof is not None else 0}
-    return Evaluation(name, dataset, y, p, chosen, results, cis, curve, src_curve, groups, gaps, students, error_compare, req, settings)
+    return Evaluation(name, dataset, y, p, chosen, results, cis, curve, src_curve, groups, gaps, students, error_compare, req, settings,
+                      calibration)
 
 # %% ../nbs/04_evaluation.ipynb #ea3ca80d
 COLORS = {'default': 'tab:blue', 'operating': 'tab:red'}
@@ -376,8 +441,7 @@ def pr_points(y, p) -> pd.DataFrame:
 def calibration_points(y, p, bins: int=10) -> pd.DataFrame:
     "Reliability curve of the risk score in equal-count bins: `predicted_risk`, `observed_risk`, `n`."
     r = risk_score(p)
-    q = pd.qcut(pd.Series(r).rank(method='first'), min(bins, len(r)), labels=False)
-    d = pd.DataFrame({'r': r, 'at': (np.asarray(y) == AT_RISK).astype(float), 'bin': q})
+    d = pd.DataFrame({'r': r, 'at': (np.asarray(y) == AT_RISK).astype(float), 'bin': equal_count_bins(r, bins)})
     g = d.groupby('bin').agg(predicted_risk=('r', 'mean'), observed_risk=('at', 'mean'), n=('r', 'size'))
     return g.reset_index(drop=True)
 
@@ -421,7 +485,11 @@ def plot_calibration(ev: Evaluation, ax, bins: int=10):
     c = calibration_points(ev.y, ev.p, bins)
     ax.plot([0, 1], [0, 1], ls=':', color='grey', label='perfect')
     sns.lineplot(data=c, x='predicted_risk', y='observed_risk', marker='o', ax=ax, color='k', label='model', errorbar=None)
-    ax.legend(loc='upper left', title=f"Brier {ev.results['default']['brier']:.3f}")
+    c_ = ev.calibration
+    t = f"Brier {ev.results['default']['brier']:.3f}"
+    if c_: t += (f" (base rate {c_['brier_base_rate']:.3f})\nECE {c_['ece']:.3f}, slope {c_['calibration_slope']:.2f}, "
+                 f"intercept {c_['calibration_intercept']:.2f}")
+    ax.legend(loc='upper left', title=t, title_fontsize=8)
     ax.set(title=f'Calibration ({len(c)} bins of ~{int(c.n.median())} students)', xlabel='mean predicted risk',
            ylabel='observed share at risk', xlim=(-.02, 1.02), ylim=(-.02, 1.02))
 
@@ -529,9 +597,13 @@ def metrics_json(ev: Evaluation, # the evaluation
         'requirements_met': bool((ev.requirements.verdict == 'MET').all()),
         'requirements': {m: {k: r[k] for k in ('verdict', 'value', 'op', 'target', 'at', 'threshold', 'ci_low', 'ci_high', 'certainty')}
                          for m, r in req.iterrows()},
+        **{k: ev.calibration.get(k) for k in CALIBRATION_METRICS},
+        'calibration': {**{k: v for k, v in ev.calibration.items() if k != 'ci'},
+                        'ci': {m: {'low': r['low'], 'high': r['high'], 'n_valid': int(r['n_valid'])} for m, r in ev.calibration['ci'].iterrows()}
+                              if 'ci' in ev.calibration else {}},
         'ci': {at: {m: {'low': r['low'], 'high': r['high'], 'n_valid': int(r['n_valid'])} for m, r in c.iterrows()} for at, c in ev.cis.items()},
         'confusion_matrix': {at: {k: m[k] for k in ('tp', 'fn', 'fp', 'tn')} for at, m in ev.results.items()},
-        'classification_report': classification_report(ev.y, ev.p, d['threshold'], output_dict=True),
+        'classification_report': threshold_report(ev.y, ev.p, d['threshold'], output_dict=True),
         'groups': {at: {f"{r.column}={r.group}": {k: r[k] for k in ('n', 'n_at_risk', 'tp', 'fn', 'fp', 'tn', *GROUP_METRICS)}
                         for _, r in g[g['at'] == at].iterrows()} for at in ev.results},
         'largest_gaps': {at: {c: {r.metric: {'gap': r.gap, 'best': r.best, 'worst': r.worst, 'worst_n': r.worst_n} for _, r in t.iterrows()}
@@ -624,7 +696,7 @@ def run_evaluate(params: dict, # loaded parameters
     Xte, yte = split_xy(test, params)
     p = p_pass_of(model, Xte)
     tm_path = out/'metrics'/'train_metrics.json'
-    tm = json.loads(tm_path.read_text()) if tm_path.exists() else {}
+    tm = read_json(tm_path, {})
     est = model.steps[-1][1] if hasattr(model, 'steps') else model
     name = tm.get('selected') or type(est).__name__
     run = params['run']
@@ -638,10 +710,12 @@ def run_evaluate(params: dict, # loaded parameters
         oof = (ytr.to_numpy(), oof_p_pass(model, Xtr, ytr, folds, run['seed']))
     groups = test.reset_index(drop=True)[ep['groups']] if set(ep['groups']) <= set(test.columns) else None
     if groups is None: raise KeyError(f"evaluate.groups: column(s) {sorted(set(ep['groups']) - set(test.columns))} not in the cleaned table")
-    ev = evaluate(yte.to_numpy(), p, Xte, params, name, dataset, oof, groups=groups)
+    base_rate = float(split_xy(train, params)[1].mean())   # the training pass rate: the base-rate reference
+    ev = evaluate(yte.to_numpy(), p, Xte, params, name, dataset, oof, groups=groups, base_rate=base_rate)
     comp_path = out/'metrics'/'model_comparison.csv'
     comp = pd.read_csv(comp_path) if comp_path.exists() else None
-    extra = {'model': name, 'dataset': run['dataset'], 'setup': run['setup'], 'quick': is_quick(params)}
+    extra = {'model': name, 'dataset': run['dataset'], 'setup': run['setup'], 'quick': is_quick(params),
+             'model_calibration': (tm.get('calibration') or {}).get('method', 'none')}
     if comp is not None and 'test_accuracy' in comp and (comp['model'] == name).any():
         extra['modeling_test_accuracy'] = float(comp.loc[comp['model'] == name, 'test_accuracy'].iloc[0])
     write_outputs(ev, out, comp, extra, ep['calibration_bins'], rows=te_rows)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 import numpy as np
 from pandas import isna as pd_isna   # on arrays: no frame is built
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import StackingClassifier, VotingClassifier
 from sklearn.impute import SimpleImputer
@@ -167,6 +168,29 @@ def _split_pipeline(model):
     pre = [(n, s) for n, s in steps[:-1] if not (n == 'sampler' or hasattr(s, 'fit_resample'))]
     return pre, steps[-1][1]
 
+def _compile_calibrated(model):
+    "A `CalibratedClassifierCV(ensemble=False)` of a compilable pipeline (`03_modeling`, calibration): its score, then the calibration map."
+    ccs = model.calibrated_classifiers_
+    if len(ccs) != 1 or list(model.classes_) != [0, 1]: raise NotCompilable('calibration with ensemble=True or classes not [0, 1]')
+    cc = ccs[0]
+    if cc.method not in ('sigmoid', 'isotonic') or len(cc.calibrators) != 1: raise NotCompilable(f'calibration method {cc.method!r}')
+    inner, how = compile_proba(cc.estimator)
+    cal = cc.calibrators[0]
+    if hasattr(cc.estimator, 'decision_function'):   # scikit-learn calibrates the decision function when there is one
+        if not hasattr(inner, 'coef'): raise NotCompilable(f'calibrated decision function of {how}')
+        tr, w, b = inner.transform, inner.coef, inner.intercept     # decision function of a logistic regression: x @ w + b
+        if cc.method == 'sigmoid':                                  # expit(-(a * z + c)): still a logistic regression
+            w2, b2 = -cal.a_ * w, -(cal.a_ * b + cal.b_)
+            def logreg(cols): return 1.0 / (1.0 + np.exp(-(tr(cols) @ w2 + b2)))
+            logreg.transform, logreg.coef, logreg.intercept = tr, w2, b2
+            return logreg, f'{how} + sigmoid calibration'
+        score = lambda cols: tr(cols) @ w + b
+    else: score = inner                                             # P(pass) of the pipeline
+    if cc.method == 'sigmoid': f = lambda cols: 1.0 / (1.0 + np.exp(cal.a_ * score(cols) + cal.b_))
+    else: f = lambda cols: np.interp(score(cols), cal.X_thresholds_, cal.y_thresholds_)   # isotonic, clipped at the ends
+    f.transform = getattr(inner, 'transform', None)
+    return f, f'{how} + {cc.method} calibration'
+
 def compile_proba(model # a fitted model: a pipeline, or a voting / stacking ensemble of pipelines
                  ) -> tuple[Callable, str]:
     "`(f, how)`: `f(cols)` gives P(pass) for raw columns without pandas; `how` says what was compiled."
@@ -187,6 +211,7 @@ def compile_proba(model # a fitted model: a pipeline, or a voting / stacking ens
         f = lambda cols: final.predict_proba(np.column_stack([f(cols) for f, _ in members]))[:, fpos]
         f.transform = getattr(members[0][0], 'transform', None)
         return f, 'stacking of ' + ', '.join(h for _, h in members)
+    if isinstance(model, CalibratedClassifierCV): return _compile_calibrated(model)
     pre, est = _split_pipeline(model)
     tr = compile_transform(pre)
     pos = _positive(est)

@@ -16,11 +16,11 @@ from .features import setup_columns, split_xy
 from .modeling import save_model, load_model
 
 # %% auto #0
-__all__ = ['CARD_SCHEMA_VERSION', 'INTENDED_USE', 'LIMITS', 'RESULT_COLUMNS', 'input_schema', 'model_version', 'card_markdown',
-           'ArtifactError', 'Artifact', 'write_artifact', 'promote', 'versions', 'artifact_dir', 'load_artifact',
-           'risk_band', 'model_input', 'score', 'score_table', 'predict_file', 'feature_names', 'odds_ratios',
-           'importance', 'direction', 'interpretation_markdown', 'threshold_rule_text', 'build_card', 'holdout_rows',
-           'interpret', 'run_handoff']
+__all__ = ['CARD_SCHEMA_VERSION', 'INTENDED_USE', 'LIMITS', 'CALIBRATION_KEYS', 'RESULT_COLUMNS', 'input_schema', 'model_version',
+           'calibration_markdown', 'card_markdown', 'ArtifactError', 'Artifact', 'write_artifact', 'promote',
+           'versions', 'artifact_dir', 'load_artifact', 'risk_band', 'model_input', 'score', 'score_table',
+           'predict_file', 'feature_names', 'odds_ratios', 'importance', 'direction', 'interpretation_markdown',
+           'threshold_rule_text', 'build_card', 'holdout_rows', 'interpret', 'run_handoff']
 
 # %% ../nbs/05_handoff.ipynb #00d7605b
 CARD_SCHEMA_VERSION = 1
@@ -54,6 +54,25 @@ def model_version(created: dt.datetime, # training time (UTC)
     return f"{created:%Y%m%d.%H%M%S}-{ds}-{setup}-{data_sha256[:8]}"
 
 # %% ../nbs/05_handoff.ipynb #1529b0b1
+CALIBRATION_KEYS = ('brier', 'brier_base_rate', 'brier_skill', 'ece', 'calibration_slope', 'calibration_intercept')
+
+def calibration_markdown(cal: dict|None # the card's `calibration` entry
+                        ) -> str:
+    "The calibration part of the model card: the method chosen by the model stage and the hold-out numbers with intervals."
+    if not cal: return '(not recorded)'
+    cv = cal.get('cv_brier') or {}
+    lines = [f"P(pass) recalibration chosen by the model stage: **{cal.get('method', 'none')}** "
+             f"(lowest cross-validated Brier score on the training part{': ' + ', '.join(f'{k} {v:.3f}' for k, v in cv.items()) if cv else ''}).",
+             '', 'On the hold-out set (95% bootstrap intervals); perfect calibration: ECE 0, slope 1, intercept 0, and a Brier score '
+             'below the base-rate reference (always predicting the training pass rate):', '', '| metric | value | interval |', '|---|---|---|']
+    h = cal.get('holdout') or {}
+    for k in CALIBRATION_KEYS:
+        v = h.get(k)
+        if not isinstance(v, dict) or v.get('value') is None: lines.append(f"| {k} | (not recorded) | |"); continue
+        iv = f"[{v['low']:.3f}, {v['high']:.3f}]" if v.get('low') is not None and v.get('high') is not None else ''
+        lines.append(f"| {k} | {v['value']:.3f} | {iv} |")
+    return '\n'.join(lines)
+
 def card_markdown(card: dict) -> str:
     "The model card for people."
     m = card.get('metrics', {})
@@ -86,6 +105,10 @@ On the untouched hold-out set:
 | metric | value |
 |---|---|
 {rows(m.get('holdout', {})) or '| (not recorded) | |'}
+
+## Calibration: can P(pass) be read as a probability?
+
+{calibration_markdown(card.get('calibration'))}
 
 ## Inputs it expects
 
@@ -155,7 +178,7 @@ def versions(models_dir: str|Path # `OUT/models`
             ) -> list:
     "`(version, is_production)` for every version in the registry, oldest first."
     models_dir = Path(models_dir)
-    prod = json.loads((models_dir/'production.json').read_text())['model_version'] if (models_dir/'production.json').exists() else None
+    prod = (read_json(models_dir/'production.json') or {}).get('model_version')
     reg = models_dir/'registry'
     return [(d.name, d.name == prod) for d in sorted(reg.iterdir()) if (d/'model_card.json').exists()] if reg.exists() else []
 
@@ -166,7 +189,7 @@ def artifact_dir(path: str|Path # a version folder, its `model.skops`, a models 
     if p.is_dir() and (p/'production.json').exists(): p = p/'production.json'
     if p.name == 'production.json':
         if not p.exists(): raise ArtifactError(f"{p} not found")
-        return p.parent/json.loads(p.read_text())['path']
+        return p.parent/read_json(p)['path']
     return p.parent if p.suffix == '.skops' else p
 
 def load_artifact(path: str|Path # see `artifact_dir`
@@ -379,6 +402,11 @@ def build_card(params: dict, # loaded parameters
     keys = ('accuracy', 'balanced_accuracy', 'roc_auc', 'pr_auc_at_risk', 'recall_at_risk', 'precision_at_risk', 'f1_at_risk', 'brier', 'log_loss')
     holdout = {k: em[k] for k in keys if isinstance(em.get(k), (int, float))}
     if em.get('operating'): holdout.update({f'{k} (operating threshold)': v for k, v in em['operating'].items() if k in keys and isinstance(v, (int, float))})
+    tcal, ecal = tm.get('calibration') or {}, em.get('calibration') or {}
+    calibration = {'method': tcal.get('method', 'none'),
+                   'cv_brier': {k: v['cv_brier_mean'] for k, v in (tcal.get('scores') or {}).items() if 'cv_brier_mean' in v},
+                   'holdout': {k: {'value': em.get(k, ecal.get(k)), 'low': (ecal.get('ci') or {}).get(k, {}).get('low'),
+                                   'high': (ecal.get('ci') or {}).get(k, {}).get('high')} for k in CALIBRATION_KEYS}}
     return {
         'card_schema_version': CARD_SCHEMA_VERSION,
         'model_version': model_version(created, tm.get('dataset', params['run']['dataset']), setup, sha),
@@ -390,6 +418,7 @@ def build_card(params: dict, # loaded parameters
         'model_params': tm.get('params', {}), 'feature_variant': tm.get('feature_variant'),
         'input_schema': input_schema(params, setup_columns(params, setup)),
         'metrics': {'cv': cv, 'holdout': holdout},
+        'calibration': calibration,
         'risk_threshold': float(em.get('operating_threshold', em.get('default_threshold', 0.5))),
         'threshold_rule': threshold_rule_text(em.get('threshold_rule')),
         'watch_margin': params['handoff']['watch_margin'],

@@ -32,14 +32,16 @@ from .data import read_cleaned, run_prepare
 from .features import build_preprocessor, split_xy
 
 # %% auto #0
-__all__ = ['SEARCH_METRICS', 'ESTIMATORS', 'TRUSTED_TYPES', 'dask_engine_active', 'model_settings', 'scorers', 'score_all',
-           'holdout_split', 'split_table', 'make_estimator', 'clf_prefix', 'make_sampler', 'prep_steps',
-           'make_pipeline', 'preprocessor_of', 'param_grid', 'strategy', 'cv_splitter', 'tune', 'cv_summary',
-           'clean_params', 'imbalance_table', 'make_ensemble', 'baseline', 'select', 'select_by',
-           'compare_feature_variants', 'Trained', 'train_models', 'UntrustedModelError', 'save_model', 'load_model',
-           'holdout_columns', 'run_model']
+__all__ = ['CALIBRATION_METHODS', 'SEARCH_METRICS', 'ESTIMATORS', 'CALIBRATION_SCORES', 'TRUSTED_TYPES', 'dask_engine_active',
+           'model_settings', 'scorers', 'score_all', 'holdout_split', 'split_table', 'make_estimator', 'clf_prefix',
+           'make_sampler', 'prep_steps', 'candidate_pipeline', 'preprocessor_of', 'param_grid', 'strategy',
+           'cv_splitter', 'tune', 'cv_summary', 'clean_params', 'imbalance_table', 'make_ensemble', 'baseline',
+           'select', 'select_by', 'compare_feature_variants', 'calibrated', 'base_rate_brier', 'compare_calibrations',
+           'choose_calibration', 'calibrate_selected', 'Trained', 'train_models', 'UntrustedModelError', 'save_model',
+           'load_model', 'holdout_columns', 'calibration_record', 'run_model']
 
 # %% ../nbs/03_modeling.ipynb #23fd3078
+CALIBRATION_METHODS = ('none', 'sigmoid', 'isotonic')
 def dask_engine_active() -> bool:
     "Whether joblib work is routed to a Dask cluster (inside `scale.engine`)."
     backend, _ = get_active_backend()
@@ -60,6 +62,11 @@ def model_settings(params: dict # loaded parameters
     if not m.get('feature_variants'): raise ValueError("model.feature_variants needs at least one variant (e.g. `default: {}`)")
     bad = set(m['imbalance']) - {'none', 'smote', 'balanced'}
     if bad: raise ValueError(f"model.imbalance: unknown strategy {sorted(bad)}; use none, smote, balanced")
+    cal = m['calibration']
+    bad = [x for x in cal['methods'] if x not in CALIBRATION_METHODS]
+    if not cal['methods'] or bad: raise ValueError(f"model.calibration.methods: {bad or 'empty'}; use some of {list(CALIBRATION_METHODS)}")
+    if int(cal['cv']) < 2: raise ValueError(f"model.calibration.cv must be at least 2, not {cal['cv']}")
+    m['calibration'] = cal
     m['n_jobs'] = None if dask_engine_active() else int(m.get('n_jobs') or 1)   # under a Dask engine the cluster sets the width
     return m
 
@@ -130,7 +137,7 @@ def prep_steps(pre # the transformer from `build_preprocessor`
     "The preprocessor as a list of pipeline steps: its own steps if it is a Pipeline, else one step `prep`."
     return list(pre.steps) if isinstance(pre, SkPipeline) else [('prep', pre)]
 
-def make_pipeline(name: str, # candidate name
+def candidate_pipeline(name: str, # candidate name
                   params: dict, # loaded parameters
                   choices: dict|None=None, # `build_preprocessor` choices (a feature variant)
                  ) -> Pipeline:
@@ -138,7 +145,7 @@ def make_pipeline(name: str, # candidate name
     return Pipeline([*prep_steps(build_preprocessor(params, **(choices or {}))), ('sampler', 'passthrough'),
                      ('clf', make_estimator(name, params))])
 
-def preprocessor_of(model: Pipeline # a pipeline from `make_pipeline`, fitted or not
+def preprocessor_of(model: Pipeline # a pipeline from `candidate_pipeline`, fitted or not
                    ) -> Pipeline:
     "The preprocessing part of a candidate pipeline (every step before `sampler`): `transform` gives the model's features."
     return model[:list(model.named_steps).index('sampler')]
@@ -185,7 +192,7 @@ def tune(name: str, # candidate name
         ) -> GridSearchCV:
     "Grid-search candidate `name` by cross-validation on `X, y`; refitted on all of `X, y` by `model.metric`."
     m = model_settings(params)
-    gs = GridSearchCV(make_pipeline(name, params, choices), param_grid(name, params), scoring=scorers(), refit=m['metric'],
+    gs = GridSearchCV(candidate_pipeline(name, params, choices), param_grid(name, params), scoring=scorers(), refit=m['metric'],
                       cv=cv_splitter(params), n_jobs=m['n_jobs'], error_score='raise')
     return gs.fit(X, y)
 
@@ -268,11 +275,68 @@ def compare_feature_variants(X: pd.DataFrame, y: pd.Series, # the training part
     m = model_settings(params)
     rows = []
     for v, ch in m['feature_variants'].items():
-        r = cross_validate(make_pipeline(m['feature_reference'], params, ch), X, y, cv=cv_splitter(params),
+        r = cross_validate(candidate_pipeline(m['feature_reference'], params, ch), X, y, cv=cv_splitter(params),
                            scoring=scorers(), n_jobs=m['n_jobs'], error_score='raise')
         rows.append({'model': v, 'kind': 'variant', 'choices': json.dumps(ch or {}), **cv_summary(r)})
     t = pd.DataFrame(rows)
     return t, select_by(t, params, simplicity=list(m['feature_variants']))
+
+# %% ../nbs/03_modeling.ipynb #d0dc3e53
+CALIBRATION_SCORES = {'brier': 'neg_brier_score', 'log_loss': 'neg_log_loss', 'roc_auc': 'roc_auc'}
+
+def calibrated(model, # the selected pipeline (fitted or not: it is cloned)
+               method: str, # none | sigmoid | isotonic
+               params: dict, # loaded parameters (`model.calibration`, `run.seed`)
+              ):
+    "An unfitted copy of `model` whose P(pass) is recalibrated by `method` (`CalibratedClassifierCV` around the whole pipeline)."
+    c = model_settings(params)['calibration']
+    if method not in CALIBRATION_METHODS: raise ValueError(f"unknown calibration method {method!r}; use one of {list(CALIBRATION_METHODS)}")
+    if method == 'none': return clone(model)
+    cv = StratifiedKFold(int(c['cv']), shuffle=True, random_state=params['run']['seed'])
+    return CalibratedClassifierCV(clone(model), method=method, cv=cv, ensemble=bool(c['ensemble']))
+
+def base_rate_brier(y_fit, y_score) -> float:
+    "Brier score on `y_score` of always predicting the pass rate of `y_fit` (the reference a useful P(pass) must beat)."
+    return float(np.mean((np.asarray(y_score, float) - np.mean(y_fit)) ** 2))
+
+def compare_calibrations(model, # the selected pipeline
+                         X: pd.DataFrame, y: pd.Series, # the training part (never the hold-out)
+                         params: dict, # loaded parameters
+                        ) -> pd.DataFrame:
+    "CV Brier score, log loss and ROC-AUC of each calibration method (the search's folds), and the base-rate reference."
+    m = model_settings(params)
+    rows = []
+    for meth in m['calibration']['methods']:
+        r = cross_validate(calibrated(model, meth, params), X, y, cv=cv_splitter(params), scoring=CALIBRATION_SCORES,
+                           n_jobs=m['n_jobs'], error_score='raise')
+        row = {'method': meth, 'kind': 'calibration'}
+        for k in CALIBRATION_SCORES:
+            v = np.asarray(r[f'test_{k}'], float) * (1 if k == 'roc_auc' else -1)
+            row[f'cv_{k}_mean'], row[f'cv_{k}_std'] = float(v.mean()), float(v.std())
+        rows.append(row)
+    yv = np.asarray(y)
+    ref = [base_rate_brier(yv[a], yv[b]) for a, b in cv_splitter(params).split(X, y)]
+    rows.append({'method': 'base rate', 'kind': 'reference', 'cv_brier_mean': float(np.mean(ref)), 'cv_brier_std': float(np.std(ref))})
+    return pd.DataFrame(rows)
+
+def choose_calibration(table: pd.DataFrame # from `compare_calibrations`
+                      ) -> str:
+    "The method with the lowest mean CV Brier score; ties (to 6 decimals) go to the one listed first (the simpler)."
+    t = table[table['kind'] == 'calibration']
+    if t.empty: raise ValueError('choose_calibration: no calibration method to choose from')
+    b = t['cv_brier_mean'].round(6)
+    return str(t.loc[b[b == b.min()].index[0], 'method'])
+
+def calibrate_selected(model, # the selected pipeline, fitted on the training part
+                       X: pd.DataFrame, y: pd.Series, # the training part
+                       params: dict, # loaded parameters
+                      ) -> tuple:
+    "`(table, method, final model)`: the comparison, the chosen method and the model to save, refitted on `X, y`."
+    if model_settings(params)['calibration']['methods'] == ['none']: return None, 'none', model
+    t = compare_calibrations(model, X, y, params)
+    meth = choose_calibration(t)
+    t.insert(2, 'chosen', t['method'] == meth)
+    return t, meth, (model if meth == 'none' else calibrated(model, meth, params).fit(X, y))
 
 # %% ../nbs/03_modeling.ipynb #07871916
 @dataclass
@@ -281,21 +345,24 @@ class Trained:
     models: dict                 # name -> model fitted on the whole training part
     table: pd.DataFrame          # one row per model: kind, imbalance, params, CV mean/std of each metric
     imbalance: pd.DataFrame      # per candidate, the best grid point of each imbalance strategy
-    features: pd.DataFrame       # CV scores of the feature variants
+    variant_scores: pd.DataFrame       # CV scores of the feature variants
     variant: str                 # the feature variant used
     selected: str                # the chosen model's name
     seconds: dict = field(default_factory=dict)   # time spent per step
+    model: object = None         # what is saved: the selected model, recalibrated by `calibration_method`
+    calibration: pd.DataFrame|None = None   # CV scores of each calibration method (`compare_calibrations`); None: switched off
+    calibration_method: str = 'none'        # the chosen calibration method
 
 def train_models(X: pd.DataFrame, y: pd.Series, # the training part
                  params: dict, # loaded parameters
                  progress: bool=True, # show a progress bar
                 ) -> Trained:
-    "Tune the candidates, build the ensembles, score the baseline by CV on `X, y`, and select one model."
+    "Tune the candidates, build the ensembles, score the baseline by CV on `X, y`, select one model and calibrate it."
     with threadpool_limits(1): return _train_models(X, y, params, progress)
 
 def _train_models(X, y, params, progress):
     m = model_settings(params)
-    steps = ['features', *m['candidates'], *m['ensembles'], 'baseline']
+    steps = ['features', *m['candidates'], *m['ensembles'], 'baseline', 'calibration']
     bar = tqdm(steps, desc='model', unit='step', disable=not progress)
     rows, imb, models, secs = [], [], {}, {}
     for step in bar:
@@ -310,6 +377,11 @@ def _train_models(X, y, params, progress):
             rows.append({'model': step, 'kind': 'candidate', 'imbalance': strategy(p), **cv_summary(gs.cv_results_, gs.best_index_),
                          'params': json.dumps(clean_params(p), default=str)})
             imb.append(imbalance_table(gs, step, m['metric']))
+        elif step == 'calibration':
+            table = pd.DataFrame(rows)
+            table = pd.concat([table[table.kind == 'baseline'], table[table.kind != 'baseline']], ignore_index=True)
+            selected = select_by(table, params)
+            cal, method, final = calibrate_selected(models[selected], X, y, params)
         else:
             est = baseline() if step == 'baseline' else make_ensemble(step, {n: models[n] for n in m['candidates']}, params)
             r = cross_validate(est, X, y, cv=cv_splitter(params), scoring=scorers(), n_jobs=m['n_jobs'], error_score='raise')
@@ -318,11 +390,8 @@ def _train_models(X, y, params, progress):
             rows.append({'model': step, 'kind': 'baseline' if step == 'baseline' else 'ensemble', 'imbalance': 'none',
                          **cv_summary(r), 'params': json.dumps(members if step != 'baseline' else {}, default=str)})
         secs[step] = round(time.time() - t0, 2)
-    table = pd.DataFrame(rows)
-    table = pd.concat([table[table.kind == 'baseline'], table[table.kind != 'baseline']], ignore_index=True)
-    selected = select_by(table, params)
     table.insert(2, 'selected', table['model'] == selected)
-    return Trained(models, table, pd.concat(imb, ignore_index=True), feats, variant, selected, secs)
+    return Trained(models, table, pd.concat(imb, ignore_index=True), feats, variant, selected, secs, final, cal, method)
 
 # %% ../nbs/03_modeling.ipynb #6f0df427
 TRUSTED_TYPES = (
@@ -374,11 +443,23 @@ def holdout_columns(table: pd.DataFrame, # `Trained.table`
     for m in SEARCH_METRICS: t[f'test_{m}'] = [sc[n][m] for n in t['model']]
     return t
 
+def calibration_record(tr: Trained, # from `train_models`
+                       params: dict, # loaded parameters
+                      ) -> dict:
+    "The `calibration` entry of `train_metrics.json`: the chosen method, the rule, and each method's CV scores."
+    c = model_settings(params)['calibration']
+    rec = {'method': tr.calibration_method, 'methods': list(c['methods']), 'cv': int(c['cv']), 'ensemble': bool(c['ensemble']),
+           'rule': 'lowest mean CV Brier score on the training part; ties (6 decimals): the method listed first'}
+    if tr.calibration is not None:
+        t = tr.calibration.set_index('method')
+        rec['scores'] = {k: {c: round(float(v), 6) for c, v in r.items() if c.startswith('cv_') and v == v} for k, r in t.iterrows()}
+    return rec
+
 def run_model(params: dict, # loaded parameters
               out: str|Path, # output folder (reads `out/data/student_performance_cleaned.csv`)
               progress: bool=True, # show a progress bar
              ) -> Trained:
-    "Split, train, select, score on the hold-out part, and write the stage's outputs under `out`."
+    "Split, train, select, calibrate, score on the hold-out part, and write the stage's outputs under `out`."
     out, t0 = Path(out), time.time()
     m = model_settings(params)
     df = read_cleaned(out, params)
@@ -391,8 +472,8 @@ def run_model(params: dict, # loaded parameters
     write_csv(split_table(train, test), out/'data'/'split.csv')
     write_csv(r6(tr.table), out/'metrics'/'model_comparison.csv')
     write_csv(r6(tr.imbalance), out/'metrics'/'imbalance_comparison.csv')
-    write_csv(r6(tr.features), out/'metrics'/'feature_comparison.csv')
-    save_model(tr.models[tr.selected], out/'models'/'model.skops')
+    write_csv(r6(tr.variant_scores), out/'metrics'/'feature_comparison.csv')
+    save_model(tr.model, out/'models'/'model.skops')
     row = tr.table.set_index('model').loc[tr.selected]
     base = tr.table.set_index('model').loc['baseline']
     write_json(out/'metrics'/'train_metrics.json', {
@@ -403,6 +484,7 @@ def run_model(params: dict, # loaded parameters
         'quick': bool(params['run'].get('quick')), 'cv_folds': m['cv_folds'], 'n_train': len(train), 'n_test': len(test),
         'metrics': {k: round(float(row[k]), 6) for k in row.index if k.startswith(('cv_', 'test_'))},
         'baseline': {k: round(float(base[k]), 6) for k in base.index if k.startswith(('cv_', 'test_'))},
+        'calibration': calibration_record(tr, params),
         'seconds': {**tr.seconds, 'total': round(time.time() - t0, 1)},
     })
     return tr

@@ -14,8 +14,8 @@ from . import data as spdata, serving, monitoring, drift, auth, scale
 
 # %% auto #0
 __all__ = ['STAGES', 'HEADLINE', 'INDEX_CSS', 'nbs_dir', 'available_stages', 'parse_stages', 'to_html', 'StageError', 'run_stage',
-           'run', 'report_name', 'headline', 'write_index', 'report', 'build_parser', 'run_overrides', 'summary',
-           'main']
+           'with_data_dir', 'run', 'report_name', 'headline', 'write_index', 'report', 'build_parser', 'run_overrides',
+           'summary', 'main']
 
 # %% ../nbs/06_cli.ipynb #03a0348c
 STAGES = {'prepare': '01_data_prep.ipynb', 'features': '02_features.ipynb', 'model': '03_modeling.ipynb',
@@ -76,18 +76,24 @@ def run_stage(stage: str, # a name from `STAGES`
     return dst
 
 # %% ../nbs/06_cli.ipynb #9c5e9bab
+def with_data_dir(overrides: dict|None, # dotted-key parameter overrides
+                  data_dir: str|Path|None, # `--data-dir`, or None
+                 ) -> dict:
+    "`overrides` plus `data.data_dir` as an absolute path when `data_dir` is given: the stages get it like any other parameter."
+    return {**(overrides or {}), **({'data.data_dir': str(Path(data_dir).expanduser().resolve())} if data_dir else {})}
+
 def run(stages: list, # stage names, in order
         out: str|Path|None=None, # output folder; default `outputs/`
         overrides: dict|None=None, # dotted-key parameter overrides
         params_file: str|Path|None=None, # default: the project's params.yaml
-        data_dir: str|Path|None=None, # the UCI data directory (wins over $STUDENTPERF_DATA_DIR and params.yaml)
+        data_dir: str|Path|None=None, # the UCI data directory: the override `data.data_dir` (wins over $STUDENTPERF_DATA_DIR)
         nb_dir: str|Path|None=None, # where the executed notebooks go (default `out/reports/`)
        ) -> dict:
     "Run `stages` in order; returns `{stage: executed notebook}`."
     out = Path(out or default_out()).resolve()
-    e = scale.engine_settings(load_params(params_file, overrides))   # fail fast on a mistyped --set key or a bad engine
+    overrides = with_data_dir(overrides, data_dir)
+    e = scale.engine_settings(load_params(params_file, overrides))   # fail fast: a wrong --set key or value (ParamsError), a bad engine
     if e['scheduler'] not in (None, 'local'): scale.check_address(e['scheduler'], e['connect_timeout'])   # nothing listens: say so now
-    if data_dir: os.environ['STUDENTPERF_DATA_DIR'] = str(Path(data_dir).expanduser().resolve())
     done = {}
     for s in (bar := tqdm(stages, desc='studentperf', unit='stage')):
         bar.set_postfix_str(s)
@@ -192,7 +198,7 @@ def _sha256(p: Path) -> str|None:
 def report(dataset: str|None=None, # demo | mat | por | a CSV path (default: run.dataset)
            setup: str|None=None, # A | B | C (default: run.setup)
            out: str|Path='reports', # the folder that holds the report folders
-           data_dir: str|Path|None=None, # the UCI data directory
+           data_dir: str|Path|None=None, # the UCI data directory: the override `data.data_dir`
            quick: bool=False, # small grids and folds
            sets: dict|None=None, # further dotted-key overrides
            stages: list|None=None, # default: all available
@@ -203,9 +209,9 @@ def report(dataset: str|None=None, # demo | mat | por | a CSV path (default: run
     dataset, setup = dataset or p0['run']['dataset'], setup or p0['run']['setup']
     ov = {'run.dataset': dataset if dataset in ('demo', *spdata.UCI_FILES) else str(Path(dataset).expanduser().resolve()),
           'run.setup': setup, **({'run.quick': True} if quick else {}), **(sets or {})}
-    params = load_params(params_file, ov)   # a mistyped key stops here
-    if data_dir: os.environ['STUDENTPERF_DATA_DIR'] = str(Path(data_dir).expanduser().resolve())
-    data_file = spdata.dataset_path(params, params['run']['dataset'], data_dir)   # a missing data file stops here
+    ov = with_data_dir(ov, data_dir)
+    params = load_params(params_file, ov)   # a wrong key or value stops here (ParamsError)
+    data_file = spdata.dataset_path(params, params['run']['dataset'])   # a missing data file stops here
     folder = Path(out).resolve()/report_name(dataset, setup)
     if folder.exists() and any(folder.iterdir()):
         if not (folder/'report.json').exists(): raise ValueError(f"{folder} exists and is not a report folder: choose another --out")
@@ -246,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         x.add_argument('--stages', help=f"comma-separated, from: {', '.join(STAGES)} (default: all available)")
         x.add_argument('--dataset', help='demo | mat | por | path/to/file.csv (default: run.dataset)')
         x.add_argument('--setup', choices=['A', 'B', 'C'], help='A: all but G3; B: A without G2; C: no prior grades (default: run.setup)')
-        x.add_argument('--data-dir', help='folder with student-mat.csv and student-por.csv')
+        x.add_argument('--data-dir', help='folder with student-mat.csv and student-por.csv: the override data.data_dir (wins over $STUDENTPERF_DATA_DIR)')
         x.add_argument('--params', help='parameters file (default: the project params.yaml)')
         x.add_argument('--quick', action='store_true', help='small grids and folds (for tests)')
         x.add_argument('--set', dest='sets', action='append', default=[], metavar='KEY=VALUE', help='override a parameter')

@@ -226,10 +226,10 @@ def test_run_evaluate_refuses_a_split_from_other_data(demo_run):
     with pytest.raises(ValueError, match='not a row of the cleaned table'): E.run_evaluate(p, out)
 
 
-def test_cli_por_setup_c_writes_all_outputs(uci_dir, tmp_path):
-    "The issue's command, quick: prepare, features, model and evaluate on UCI Portuguese, setup C."
-    r = subprocess.run(CLI + ['run', '--stages', 'prepare,features,model,evaluate', '--dataset', 'por', '--setup', 'C',
-                              '--data-dir', str(uci_dir), '--out', str(tmp_path), '--quick'], capture_output=True, text=True, cwd='/')
+@pytest.mark.xdist_group('uci_por_c')
+def test_cli_por_setup_c_writes_all_outputs(por_c_run):
+    "The issue's command, quick: prepare, features, model and evaluate on UCI Portuguese, setup C (conftest.por_c_run)."
+    tmp_path, r = por_c_run
     assert r.returncode == 0, r.stderr[-3000:]
     split = pd.read_csv(tmp_path/'data'/'split.csv')
     m = check_outputs(tmp_path, int((split.part == 'test').sum()))

@@ -172,9 +172,10 @@ def test_skops_round_trip(demo, params, tmp_path):
     assert np.allclose(m2.predict_proba(X), m.predict_proba(X))
 
 
-def test_cli_writes_manifest_for_por(uci_dir, tmp_path):
-    r = subprocess.run(CLI + ['run', '--stages', 'prepare,features', '--dataset', 'por', '--setup', 'C', '--data-dir', str(uci_dir),
-                              '--out', str(tmp_path), '--quick'], capture_output=True, text=True, cwd='/')
+@pytest.mark.xdist_group('uci_por_c')
+def test_cli_writes_manifest_for_por(por_c_run):
+    "The features stage of the CLI on UCI Portuguese, setup C, quick: read from the one run of conftest.por_c_run."
+    tmp_path, r = por_c_run
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads((tmp_path/'data'/'feature_manifest.json').read_text())
     assert (m['dataset'], m['setup'], m['n_features']) == ('por', 'C', 49) and len(m['features']) == 49

@@ -10,7 +10,7 @@ from studentperf.config import load_params, active_schema
 from studentperf.data import synthetic_students, with_dtypes, add_target
 from studentperf.features import setup_columns
 from studentperf.fastpath import fast_predictor, explain, contributions, columns_of
-from studentperf.modeling import make_pipeline, make_ensemble
+from studentperf.modeling import candidate_pipeline, make_ensemble
 from studentperf.serving import create_app
 
 from conftest import STUDENT
@@ -147,8 +147,8 @@ def kinds():
     d = add_target(synthetic_students(300, seed=1), p['target'])
     X, y = with_dtypes(d[list(sch)], sch), d['pass']
     small = {'forest': {'clf__n_estimators': 15}, 'hgb': {'clf__max_iter': 10}}
-    models = {k: make_pipeline(k, p).set_params(**small.get(k, {})).fit(X, y) for k in ['logreg', 'knn', 'tree', 'forest', 'svm', 'hgb']}
-    mem = {k: make_pipeline(k, p) for k in ('logreg', 'tree')}
+    models = {k: candidate_pipeline(k, p).set_params(**small.get(k, {})).fit(X, y) for k in ['logreg', 'knn', 'tree', 'forest', 'svm', 'hgb']}
+    mem = {k: candidate_pipeline(k, p) for k in ('logreg', 'tree')}
     for e in ('voting', 'stacking'): models[e] = make_ensemble(e, mem, p).fit(X, y)
     return models, sch, p
 
@@ -168,7 +168,7 @@ def test_parity_with_the_skops_pipeline_on_10000_students(kinds):
 def test_fallback_for_an_unknown_step(kinds):
     from sklearn.preprocessing import FunctionTransformer
     models, sch, p = kinds
-    m = make_pipeline('logreg', p); m.steps.insert(3, ('odd', FunctionTransformer()))
+    m = candidate_pipeline('logreg', p); m.steps.insert(3, ('odd', FunctionTransformer()))
     d = add_target(synthetic_students(200, seed=3), p['target'])
     X = with_dtypes(d[list(sch)], sch)
     fp = fast_predictor(m.fit(X, d['pass']), sch)
@@ -196,7 +196,7 @@ def test_tree_explanation_sign_of_failures(kinds):
     _, sch, p = kinds
     d = add_target(synthetic_students(2000, seed=5), p['target'])
     X = with_dtypes(d[list(sch)], sch)
-    tree = make_pipeline('tree', p).set_params(clf__max_depth=4, clf__min_samples_leaf=20).fit(X, d['pass'])
+    tree = candidate_pipeline('tree', p).set_params(clf__max_depth=4, clf__min_samples_leaf=20).fit(X, d['pass'])
     fp = fast_predictor(tree, sch)
     rows = X[X['failures'] >= 2].head(40).astype(object).to_dict('records')
     ex = explain(fp, rows, top=100)
