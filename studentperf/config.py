@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlparse
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError, model_validator
-from traitlets.config import Config
 
 # %% auto #0
 __all__ = ['LOG_LEVEL_ENV', 'project_root', 'default_out', 'Yaml12Loader', 'read_yaml', 'set_dotted', 'parse_set',
@@ -648,10 +647,11 @@ def atomic_path(path: str|Path # the file to write
         if os.path.exists(tmp): os.remove(tmp)
 
 # %% ../nbs/00_config.ipynb #181ef547
-def local_kernel() -> Config:
+def local_kernel() -> 'traitlets.config.Config':
     """`config=` for `papermill.execute_notebook`: the kernel talks to papermill over Unix sockets (IPC), not TCP.
     The sockets are named after a random prefix in the temporary folder: jupyter_client's default, `kernel-ipc-N` in the
     working directory (papermill's `cwd`, `nbs/`), lets two runs started at once pick the same socket."""
+    from traitlets.config import Config   # only where notebooks run: the API container does not install Jupyter
     return Config({'KernelManager': {'transport': 'ipc', 'ip': os.path.join(tempfile.gettempdir(), f'studentperf-kernel-{os.urandom(6).hex()}')}})
 
 # %% ../nbs/00_config.ipynb #544f5887
