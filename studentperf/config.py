@@ -167,7 +167,7 @@ def _sha256(v):
 def _scheduler(v):
     "null, `local` or a Dask scheduler address `tcp://host:port` / `tls://host:port` (as `scale.engine_settings` checks)."
     u = urlparse(v.strip()) if isinstance(v, str) else None
-    try: ok = v is None or v.strip() == 'local' or (u.scheme in ('tcp', 'tls') and u.hostname and u.port)
+    try: ok = v is None or (isinstance(v, str) and (v.strip() == 'local' or (u.scheme in ('tcp', 'tls') and u.hostname and u.port)))
     except ValueError: ok = False   # a port that is not a number
     if not ok: raise ValueError("expected null, 'local' or an address like tcp://host:8786 (or tls://host:port)")
     return v

@@ -52,6 +52,7 @@ def model_settings(params: dict # loaded parameters
     "The `model:` section, with its `quick:` keys replacing the others when `run.quick` is true."
     m = copy.deepcopy(params['model'])
     quick = m.pop('quick', {}) or {}
+    cal = {**(m.get('calibration') or {}), **((quick.get('calibration') or {}) if params['run'].get('quick') else {})}
     if params['run'].get('quick'): m.update(copy.deepcopy(quick))
     unknown = set(m['candidates']) - set(ESTIMATORS)
     if unknown: raise ValueError(f"model.candidates: unknown candidate(s) {sorted(unknown)}; known: {sorted(ESTIMATORS)}")
@@ -62,7 +63,7 @@ def model_settings(params: dict # loaded parameters
     if not m.get('feature_variants'): raise ValueError("model.feature_variants needs at least one variant (e.g. `default: {}`)")
     bad = set(m['imbalance']) - {'none', 'smote', 'balanced'}
     if bad: raise ValueError(f"model.imbalance: unknown strategy {sorted(bad)}; use none, smote, balanced")
-    cal = m['calibration']
+    cal = {'methods': ['none'], 'cv': 5, 'ensemble': False, **cal}   # a key left out: no recalibration
     bad = [x for x in cal['methods'] if x not in CALIBRATION_METHODS]
     if not cal['methods'] or bad: raise ValueError(f"model.calibration.methods: {bad or 'empty'}; use some of {list(CALIBRATION_METHODS)}")
     if int(cal['cv']) < 2: raise ValueError(f"model.calibration.cv must be at least 2, not {cal['cv']}")
@@ -467,7 +468,7 @@ def run_model(params: dict, # loaded parameters
     Xtr, ytr = split_xy(train, params)
     Xte, yte = split_xy(test, params)
     tr = train_models(Xtr, ytr, params, progress)
-    tr.table = holdout_columns(tr.table, tr.models, Xte, yte)
+    tr.table = holdout_columns(tr.table, {**tr.models, tr.selected: tr.model}, Xte, yte)   # the selected row: the saved (calibrated) model
     r6 = lambda t: t.round(6)
     write_csv(split_table(train, test), out/'data'/'split.csv')
     write_csv(r6(tr.table), out/'metrics'/'model_comparison.csv')

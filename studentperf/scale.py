@@ -23,9 +23,10 @@ from . import handoff
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'SCORE_FORMATS', 'SchedulerError', 'engine_settings', 'check_address', 'connect', 'engine', 'input_files',
-           'input_columns', 'worker_artifact', 'count_lines', 'csv_part', 'parquet_part', 'output_schema', 'score_part',
-           'ScoringError', 'partitions', 'predict_distributed', 'add_commands']
+__all__ = ['log', 'SCORE_FORMATS', 'OUTPUT_ENTRIES', 'SchedulerError', 'engine_settings', 'check_address', 'connect', 'engine',
+           'input_files', 'input_columns', 'worker_artifact', 'count_lines', 'csv_part', 'parquet_part',
+           'output_schema', 'score_part', 'ScoringError', 'partitions', 'is_scores_folder', 'predict_distributed',
+           'add_commands']
 
 # %% ../nbs/12_scale.ipynb #6a681518
 class SchedulerError(RuntimeError):
@@ -146,7 +147,11 @@ def count_lines(block: bytes, # a block of whole lines from `dask.bytes.read_byt
                 path: str, first: bool, # its file, and whether it is the file's first block
                ) -> int:
     "Lines in a block, counted as the CSV reader counts them (so line numbers match `data.iter_table`)."
-    return sum(1 for _ in io.StringIO(_text(block, path, first), newline=''))
+    text = _text(block, path, first)
+    if text.count('"') % 2:   # a quoted field goes on past the end of the block: it would be split into two rows
+        raise DataError(f"{path}: a quoted field holds a line break (or a quote is unbalanced); score this file without "
+                        "--scheduler, which reads quoted line breaks, or fix the export")
+    return sum(1 for _ in io.StringIO(text, newline=''))
 
 def csv_part(block: bytes, path: str, first: bool, # as for `count_lines`
              start_line: int, # file line of the block's first line
@@ -214,7 +219,8 @@ def partitions(files: list, kind: str, delim: str, cols: list, # from `input_fil
             for g in range(md.num_row_groups):
                 parts.append(delayed(parquet_part)(str(f), g, first, cols)); first += md.row_group(g).num_rows
         return parts
-    _, blocks = read_bytes([str(f) for f in files], delimiter=b'\n', blocksize=blocksize, sample=False)
+    _, blocks = read_bytes([glob.escape(str(f)) for f in files], delimiter=b'\n', blocksize=blocksize, sample=False)
+    if len(blocks) != len(files): raise DataError(f"could not read every input file ({len(blocks)} of {len(files)})")
     counts = client.compute([delayed(count_lines)(b, str(f), j == 0) for f, bs in zip(files, blocks) for j, b in enumerate(bs)], sync=True)
     it = iter(counts)
     for f, bs in zip(files, blocks):
@@ -232,11 +238,19 @@ def _concat_quarantine(folder: Path, cols: list) -> Path:
     shutil.rmtree(qdir, ignore_errors=True)
     return dest
 
+OUTPUT_ENTRIES = {'scores', 'quarantine.csv', 'counts.json'}
+
+def is_scores_folder(folder: Path) -> bool:
+    "Whether `folder` is an output of `predict_distributed` (only its entries, with `counts.json`): the only folder it replaces."
+    names = {p.name for p in folder.iterdir()}
+    return 'counts.json' in names and names <= OUTPUT_ENTRIES
+
 def _swap_in(tmp: Path, output: Path):
     "Put the finished folder in place of `output` (renames only: a reader never sees a half-written output)."
     old = None
     if output.exists():
         if not output.is_dir(): raise ScoringError(f"{output}: exists and is not a folder (distributed scoring writes a folder of parts)")
+        if not is_scores_folder(output): raise ScoringError(f"{output}: exists and is not an earlier scoring output; choose a new folder")
         old = output.with_name(f'.{output.name}.old-{uuid.uuid4().hex[:8]}'); os.replace(output, old)
     os.replace(tmp, output)
     if old: shutil.rmtree(old, ignore_errors=True)
@@ -252,15 +266,21 @@ def predict_distributed(model_path: str|Path, # model version folder, or models 
     """Validate and score a large input in parallel on a Dask cluster; the output folder appears only when every
     partition is done and the counts add up (read = scored + quarantined); returns the counts."""
     if fmt not in SCORE_FORMATS: raise ValueError(f"format must be one of {SCORE_FORMATS}, not {fmt!r}")
+    blocksize = parse_bytes(str(blocksize)) if isinstance(blocksize, str) else int(blocksize)
+    if blocksize <= 0: raise ValueError(f"blocksize must be a positive size such as 8MiB, not {blocksize}")
     t0, output = time.time(), Path(output).expanduser().resolve()
     art = handoff.load_artifact(model_path)   # refuse a bad model before any work; tasks load this exact version
     files, kind = input_files(input_spec)
     delim, cols = input_columns(files, kind, art.columns)
+    if any(output in f.parents for f in files): raise ScoringError(f"{output}: holds input files; write the scores elsewhere")
+    if output.exists() and (not output.is_dir() or not is_scores_folder(output)):
+        raise ScoringError(f"{output}: exists and is not an earlier scoring output; choose a new folder")
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f'.{output.name}.tmp-{uuid.uuid4().hex[:8]}'); (tmp/'scores').mkdir(parents=True); (tmp/'_quarantine').mkdir()
+    futs = []
     try:
-        parts = partitions(files, kind, delim, cols, client, parse_bytes(str(blocksize)) if isinstance(blocksize, str) else blocksize)
-        futs = client.compute([delayed(score_part)(p, i, str(art.path), str(tmp), fmt) for i, p in enumerate(parts)])
+        parts = partitions(files, kind, delim, cols, client, blocksize)
+        futs = client.compute([delayed(score_part)(p, i, str(art.path.resolve()), str(tmp), fmt) for i, p in enumerate(parts)])
         n = {'rows_read': 0, 'rows_scored': 0, 'rows_quarantined': 0}
         with tqdm(total=len(futs), unit=' parts', desc='scoring', disable=not progress) as bar:
             for f in as_completed(futs):
@@ -274,7 +294,11 @@ def predict_distributed(model_path: str|Path, # model version folder, or models 
         write_json(tmp/'counts.json', counts)
         _swap_in(tmp, output)
     except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if futs: client.cancel(futs)
+        for _ in range(10):   # a task already running may still write a part: remove until the folder is gone
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not tmp.exists(): break
+            time.sleep(0.5)
         if isinstance(e, (DataError, ScoringError, KeyboardInterrupt)): raise
         raise ScoringError(f"distributed scoring of {input_spec} failed, nothing written to {output}: {type(e).__name__}: {e}") from e
     log.info("scored %s: %s", input_spec, counts)

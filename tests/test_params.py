@@ -28,7 +28,7 @@ def test_the_name_sets_match_the_modules_that_define_them():
     assert list(config._REPORT_METRICS) == list(evaluation.REPORT_METRICS)
     assert list(config._THRESHOLD_METRICS) == list(evaluation.THRESHOLD_METRICS)
     assert config._ENGINEERED == tuple(features.ENGINEERED)
-    assert config._CALIBRATION_METHODS == tuple(getattr(modeling, 'CALIBRATION_METHODS', config._CALIBRATION_METHODS))
+    assert config._CALIBRATION_METHODS == tuple(modeling.CALIBRATION_METHODS)
     fp = config.FeaturesParams.model_fields
     for k, allowed in features.CHOICES.items(): assert typing.get_args(fp[k].annotation) == allowed, k
     assert config.PerformanceParams().metrics == drift.PERF_METRICS
