@@ -17,7 +17,7 @@ from dask.utils import parse_bytes
 from distributed import Client, LocalCluster, as_completed
 from tqdm.auto import tqdm
 from .config import load_params, write_json
-from .data import DataError, check_header, split_rows, RawTable, _decode_error
+from .data import DataError, check_header, split_rows, RawTable
 from . import handoff
 
 log = logging.getLogger(__name__)
