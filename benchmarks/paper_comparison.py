@@ -3,18 +3,28 @@
 
 The paper: 20 runs of 10-fold cross-validation on all students of a subject, accuracy (PCC, %) averaged over runs.
 Here, inside every outer training fold, the modeling stage's whole protocol runs on that fold only (feature variants,
-grid search of each candidate with an inner stratified k-fold, the two ensembles, the selection rule), and every model
-is then scored on the outer test fold it never saw: nested cross-validation, so no number is tuned on its test rows.
-We also report ROC-AUC and balanced accuracy, which the paper did not.
+grid search of each candidate with an inner stratified k-fold, the two ensembles, the selection rule, the calibration),
+and every model is then scored on the outer test fold it never saw: nested cross-validation, so no number is tuned on
+its test rows. We also report ROC-AUC, balanced accuracy, F1 of the at-risk class and the Brier score.
 
-    python benchmarks/paper_comparison.py --runs 20 --folds 10              # the published protocol (hours on 2 cores)
-    python benchmarks/paper_comparison.py --runs 2 --quick --out benchmarks/results/paper_comparison.md
+    python benchmarks/paper_comparison.py --full --out benchmarks/results/paper_comparison_full.md   # the paper's protocol (days on 2 cores)
+    python benchmarks/paper_comparison.py --out benchmarks/results/paper_comparison.md             # reduced: 2 x 10 folds, quick grids
+    python benchmarks/paper_comparison.py --pool --setups C                  # train on both subjects (grouped by student)
     python benchmarks/paper_comparison.py --scheduler tcp://host:8786        # outer folds on a Dask cluster (see nbs/12_scale)
+
+**Resumable.** Each outer fold's scores are written, atomically, as soon as that fold finishes: one small JSON file per
+(cell, run, fold) under `--results` (default `benchmarks/results/folds/<fingerprint>/`). A rerun with the same
+configuration skips the folds already there, so the full protocol can be completed over several runs (`--max-folds N`
+stops after N new folds). The configuration's fingerprint (a hash of the parameters that shape a fold's result --
+params.yaml's target, schema, features and model sections, the grids, the outer folds, inner folds, seed, quick,
+ensembles, pooling) and each subject's data hash are recorded in `config.json`; a results folder made with another
+configuration or other data is refused, never mixed. The number of runs is not part of it: run r always uses seed
+`seed + r`, so `--runs 20` extends a 2-run folder. The report is built from the per-fold files.
 
 This is a script, not a test: it needs the UCI files (`--data-dir`, `$STUDENTPERF_DATA_DIR` or params.yaml).
 """
 from __future__ import annotations
-import argparse, copy, json, os, platform, subprocess, sys, time, warnings
+import argparse, copy, hashlib, json, logging, os, platform, subprocess, sys, time, warnings
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
@@ -26,10 +36,14 @@ from sklearn.model_selection import StratifiedKFold
 from tqdm.auto import tqdm
 import sklearn, imblearn
 from studentperf import scale
-from studentperf.config import load_params, set_dotted, write_text
+from studentperf.config import load_params, active_target, parse_set, read_json, set_dotted, write_json, write_text
 from studentperf.data import load_dataset
+from studentperf.evaluation import ece
 from studentperf.features import split_xy
-from studentperf.modeling import SEARCH_METRICS, model_settings, score_all, train_models
+from studentperf.modeling import (SEARCH_METRICS, model_settings, pool_groups, pool_params, pool_settings, pool_tables, pooled_splits,
+                                  score_all, train_models)
+
+log = logging.getLogger('paper_comparison')
 
 # Table 3 of Cortez & Silva (2008): binary PCC (%), mean of 20 runs of 10-fold CV. NV = naive predictor.
 PAPER = {
@@ -41,14 +55,18 @@ PAPER = {
             'C': {'NV': 84.6, 'NN': 83.4, 'SVM': 84.8, 'DT': 84.4, 'RF': 85.0}},
 }
 SUBJECT = {'mat': 'Mathematics', 'por': 'Portuguese'}
+METRICS = (*SEARCH_METRICS, 'brier')   # per model and fold; `brier_base` (the training fold's pass rate) per fold
+REDUCED = {'runs': 2, 'folds': 10, 'inner_folds': 3, 'quick': True}   # the default: hours, not days, on 2 cores
+FULL = {'runs': 20, 'folds': 10, 'inner_folds': None, 'quick': False}  # --full: inner folds = model.cv_folds, full grids
 
 
 _BASE = {}
 
-def bench_params(setup: str, seed: int, quick: bool, inner_folds: int, params_file=None, ensembles=None) -> dict:
+def bench_params(setup: str, seed: int, quick: bool, inner_folds: int, params_file=None, ensembles=None, overrides=None) -> dict:
     "Parameters of one setup: params.yaml as read at start, inner folds set, one job per fit (outer folds run in parallel)."
-    if params_file not in _BASE: _BASE[params_file] = load_params(params_file)
-    p = copy.deepcopy(_BASE[params_file])
+    key = (params_file, json.dumps(overrides or {}, sort_keys=True, default=str))
+    if key not in _BASE: _BASE[key] = load_params(params_file, overrides)
+    p = copy.deepcopy(_BASE[key])
     for k, v in {'run.setup': setup, 'run.seed': seed, 'run.quick': quick, 'model.n_jobs': 1}.items(): set_dotted(p, k, v)
     for sec in (p['model'], p['model'].get('quick') or {}):
         if 'cv_folds' in sec or sec is p['model']: sec['cv_folds'] = inner_folds
@@ -56,41 +74,173 @@ def bench_params(setup: str, seed: int, quick: bool, inner_folds: int, params_fi
     return p
 
 
-def one_fold(df: pd.DataFrame, train_idx, test_idx, params: dict) -> dict:
-    "Train everything on the outer training fold, score every model on the outer test fold."
+def _sha(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def config_record(a) -> dict:
+    """What a fold's result depends on, besides its data: the parameter sections that shape training (a hash, and the
+    effective grids in clear), the outer folds, inner folds, first seed, quick, ensembles and pooling. Not the number of
+    runs (run r always shuffles with seed + r) nor where or how fast the folds run."""
+    p = bench_params('C', a.seed, a.quick, a.inner_folds, a.params, a.ensembles, a.overrides)
+    shaping = {k: p[k] for k in ('target', 'schema', 'schemas', 'features', 'model') if k in p}
+    shaping['data.missing'] = p['data']['missing']
+    m = model_settings(p)
+    return {'version': 1, 'folds': a.folds, 'inner_folds': a.inner_folds, 'seed': a.seed, 'quick': bool(a.quick),
+            'ensembles': m['ensembles'], 'pool': bool(a.pool), 'params_sha256': _sha(shaping), 'grids': m['grids'],
+            'selection': m['selection'], 'metric': m['metric'], 'calibration': m['calibration']}
+
+
+def data_sha(df: pd.DataFrame) -> str:
+    "A hash of a cleaned table's content (rows, columns, values)."
+    return _sha([list(df.columns), [str(t) for t in df.dtypes], pd.util.hash_pandas_object(df, index=True).tolist()])
+
+
+class ResultsMismatch(SystemExit):
+    "A results folder made with another configuration or other data: refused, never mixed."
+
+
+def open_results(folder: Path, config: dict, shas: dict) -> Path:
+    "Create or check `folder/config.json`: same fingerprint and same data hashes, or `ResultsMismatch` saying what differs."
+    f = folder/'config.json'
+    old = read_json(f)
+    fp = _sha(config)[:16]
+    if old is not None:
+        if old['fingerprint'] != fp:
+            diff = sorted(k for k in set(config) | set(old['config']) if config.get(k) != old['config'].get(k))
+            raise ResultsMismatch(f"{folder}: holds per-fold results of another configuration (fingerprint {old['fingerprint']}, "
+                                  f"this run {fp}; differing: {', '.join(diff)}). Use another --results folder, or remove "
+                                  "that one to start again; results of two configurations are never mixed.")
+        changed = [d for d, h in shas.items() if d in old['data'] and old['data'][d] != h]
+        if changed:
+            raise ResultsMismatch(f"{folder}: the data of {', '.join(changed)} differs from the data its per-fold results were "
+                                  "computed on (content hash in config.json). Use another --results folder.")
+        shas = {**old['data'], **shas}
+    write_json(f, {'fingerprint': fp, 'config': config, 'data': shas,
+                   'versions': {'python': platform.python_version(), 'scikit-learn': sklearn.__version__, 'imbalanced-learn': imblearn.__version__}})
+    return folder
+
+
+def fold_file(folder: Path, dataset: str, setup: str, run: int, fold: int) -> Path:
+    return Path(folder)/f'{dataset}-{setup}'/f'r{run:02d}-f{fold:02d}.json'
+
+
+def one_fold(df: pd.DataFrame, train_idx, test_idx, params: dict, subjects=None) -> dict:
+    """Train everything on the outer training fold, score every model on the outer test fold (`selected` is the saved,
+    calibrated model). With `subjects` (pooled data: each row's subject), the test rows of each subject are scored apart:
+    `{subject: scores}`."""
     X, y = split_xy(df, params)
     # One fold is one task on one core: its searches run in this process. (Under Dask, joblib would otherwise send each
     # inner fit back to the busy cluster as a task of its own: measured 4x slower on 2 workers.)
     with warnings.catch_warnings(), parallel_config(backend='sequential'):
         warnings.simplefilter('ignore')
-        tr = train_models(X.iloc[train_idx], y.iloc[train_idx], params, progress=False)
-        scores = {n: score_all(m, X.iloc[test_idx], y.iloc[test_idx]) for n, m in tr.models.items()}
-    scores['selected'] = scores[tr.selected]
-    prior = {'A': 'G2', 'B': 'G1'}.get(params['run']['setup'])
-    if prior:   # the paper's NV for setups A and B: the previous grade's pass/fail
-        yt = y.iloc[test_idx].to_numpy()
-        g = X.iloc[test_idx][prior].astype('float64').fillna(X.iloc[train_idx][prior].astype('float64').median())
-        pred = (g >= params['target']['pass_threshold']).astype(int).to_numpy()
-        scores['naive_grade'] = {'accuracy': float(accuracy_score(yt, pred)), 'balanced_accuracy': float(balanced_accuracy_score(yt, pred)),
-                                 'f1_at_risk': float(f1_score(yt, pred, pos_label=0, zero_division=0)), 'roc_auc': float(roc_auc_score(yt, pred))}
-    return {'scores': scores, 'selected': tr.selected, 'variant': tr.variant}
+        groups = None if subjects is None else pool_groups(df, params)
+        tr = train_models(X.iloc[train_idx], y.iloc[train_idx], params, progress=False,
+                          **({} if groups is None else {'groups': groups.iloc[train_idx]}))
+        parts = {None: test_idx} if subjects is None else {s: test_idx[np.asarray(subjects)[test_idx] == s] for s in np.unique(subjects)}
+        out = {}
+        for s, idx in parts.items():
+            Xt, yt = X.iloc[idx], y.iloc[idx]
+            models = {**tr.models, 'selected': tr.model}
+            scores = {n: score_all(m, Xt, yt) for n, m in models.items()}   # the four metrics and the Brier score
+            prior = {'A': 'G2', 'B': 'G1'}.get(params['run']['setup'])
+            if prior and prior in X:   # the paper's NV for setups A and B: the previous grade's pass/fail
+                g = Xt[prior].astype('float64').fillna(X.iloc[train_idx][prior].astype('float64').median())
+                pred = (g >= active_target(params)['pass_threshold']).astype(int).to_numpy()
+                ya = yt.to_numpy()
+                scores['naive_grade'] = {'accuracy': float(accuracy_score(ya, pred)), 'balanced_accuracy': float(balanced_accuracy_score(ya, pred)),
+                                         'f1_at_risk': float(f1_score(ya, pred, pos_label=0, zero_division=0)),
+                                         'roc_auc': float(roc_auc_score(ya, pred)) if len(set(ya)) > 1 else float('nan')}
+            out[s] = {'scores': scores, 'selected': tr.selected, 'variant': tr.variant, 'calibration': tr.calibration_method,
+                      'brier_base': float(np.mean((yt.to_numpy() - y.iloc[train_idx].mean()) ** 2)),
+                      # the saved model's P(pass) of each test student (row of the table): the run's ECE needs all of them
+                      'oof': {'row': [int(i) for i in idx], 'y': [int(v) for v in yt], 'p': [round(float(v), 6) for v in models['selected'].predict_proba(Xt)[:, 1]]}}
+    return out[None] if subjects is None else out
 
 
-def run_setup(df, dataset, setup, a) -> tuple[pd.DataFrame, dict]:
-    "All runs x folds of one dataset and setup; returns one row per (run, fold, model) and the selection counts."
+def _task(key, df, tr, te, p, subjects):
+    t0 = time.time()
+    res = one_fold(df, tr, te, p, subjects)
+    return key, res, time.time() - t0
+
+
+def plan(data: dict, a) -> list:
+    """Every outer fold of the requested cells: `(dataset, cells, run, fold, train, test, params, subjects)`, where `cells` are
+    the `(cell, setup)` the fold's result is recorded under (one per subject for a pooled fold, whose `subjects` names each
+    row's subject; outer folds grouped by student)."""
     tasks = []
-    for r in range(a.runs):
-        seed = a.seed + r
-        p = bench_params(setup, seed, a.quick, a.inner_folds, a.params, a.ensembles)
-        _, y = split_xy(df, p)
-        for k, (tr, te) in enumerate(StratifiedKFold(a.folds, shuffle=True, random_state=seed).split(df, y)):
-            tasks.append((r, k, tr, te, p))
-    gen = Parallel(n_jobs=a.n_jobs, return_as='generator')(delayed(one_fold)(df, tr, te, p) for r, k, tr, te, p in tasks)
+    for st in a.setups:                 # setup by setup (C first, if asked so), both subjects each
+        for ds, df in data.items():
+            for r in range(a.runs):
+                seed = a.seed + r
+                p = bench_params(st, seed, a.quick, a.inner_folds, a.params, a.ensembles, a.overrides)
+                if ds == 'pool':
+                    p = pool_params(p, a.subjects)
+                    sub = df[pool_settings(p)['subject_column']].astype(str).to_numpy()
+                    splits = pooled_splits(df, p, a.folds, seed)
+                    cells = [(f'pool:{s}', st) for s in a.subjects]
+                else:
+                    y, sub = split_xy(df, p)[1], None
+                    splits = StratifiedKFold(a.folds, shuffle=True, random_state=seed).split(df, y)
+                    cells = [(ds, st)]
+                for k, (tr, te) in enumerate(splits): tasks.append((ds, cells, r, k, tr, te, p, sub))
+    return tasks
+
+
+def run_folds(data: dict, a, folder: Path, fp: str) -> int:
+    "Compute the folds not yet in `folder` (at most `a.max_folds`), writing each as it finishes; returns how many were computed."
+    tasks = plan(data, a)
+    todo = [t for t in tasks if not all(fold_file(folder, c, s, t[2], t[3]).exists() for c, s in t[1])]
+    n_done = len(tasks) - len(todo)
+    if a.max_folds is not None: todo = todo[:a.max_folds]
+    log.info('%d of %d outer folds already done in %s; computing %d', n_done, len(tasks), folder, len(todo))
+    gen = Parallel(n_jobs=a.n_jobs, return_as='generator_unordered')(
+        delayed(_task)(i, data[ds], tr, te, p, sub) for i, (ds, cells, r, k, tr, te, p, sub) in enumerate(todo))
+    n = 0
+    with tqdm(total=len(tasks), initial=n_done, desc='outer folds', unit='fold') as bar:
+        for i, res, secs in gen:
+            ds, cells, r, k, *_ = todo[i]
+            for (cell, st), sub in zip(cells, a.subjects if ds == 'pool' else [None]):
+                out = res[sub] if sub is not None else res
+                write_json(fold_file(folder, cell, st, r, k), {'fingerprint': fp, 'dataset': cell, 'setup': st, 'run': r, 'fold': k,
+                                                                'seconds': round(secs, 2), **out})
+            n += 1; bar.update(1); bar.set_postfix_str(f'{cells[0][0]} {cells[0][1]} r{r} f{k}')
+    return n
+
+
+def run_setup(df: pd.DataFrame, dataset: str, setup: str, a) -> tuple[pd.DataFrame, dict]:
+    """All runs x folds of one cell, in memory (nothing written, nothing resumed: `benchmarks/scale.py` times this);
+    one row per (run, fold, model) and the selection counts."""
+    a = argparse.Namespace(**{'overrides': None, 'pool': False, 'subjects': [], **vars(a), 'setups': [setup]})
+    tasks = plan({dataset: df}, a)
+    gen = Parallel(n_jobs=a.n_jobs, return_as='generator')(delayed(_task)(i, df, tr, te, p, None) for i, (_, _, _, _, tr, te, p, _) in enumerate(tasks))
     rows, chosen = [], {}
-    for (r, k, *_), res in zip(tasks, tqdm(gen, total=len(tasks), desc=f'{dataset} {setup}', unit='fold')):
+    for i, res, _ in tqdm(gen, total=len(tasks), desc=f'{dataset} {setup}', unit='fold'):
+        _, _, r, k, *_ = tasks[i]
         chosen[res['selected']] = chosen.get(res['selected'], 0) + 1
-        for n, s in res['scores'].items(): rows.append({'dataset': dataset, 'setup': setup, 'run': r, 'fold': k, 'model': n, **s})
+        for n, sc in res['scores'].items(): rows.append({'dataset': dataset, 'setup': setup, 'run': r, 'fold': k, 'model': n, **sc})
     return pd.DataFrame(rows), chosen
+
+
+def load_folds(folder: Path, a, fp: str) -> tuple[pd.DataFrame, dict, float, pd.DataFrame]:
+    """The per-fold files of the requested cells and runs: one row per (run, fold, model), the selection counts, the compute
+    time, and the expected calibration error of `selected` per (cell, run), over all its folds' test students (complete runs only)."""
+    rows, chosen, secs, oof = [], {}, 0.0, {}
+    cells = [(c, st) for st in a.setups for ds in a.datasets for c in ([f'pool:{s}' for s in a.subjects] if ds == 'pool' else [ds])]
+    for cell, st in cells:
+        for f in sorted((Path(folder)/f'{cell}-{st}').glob('r*-f*.json')):
+            rec = read_json(f)
+            if rec['fingerprint'] != fp:
+                raise ResultsMismatch(f"{f}: computed with configuration {rec['fingerprint']}, not this run's {fp}; refusing to mix them.")
+            if rec['run'] >= a.runs or rec['fold'] >= a.folds: continue
+            d = chosen.setdefault((cell, st), {}); d[rec['selected']] = d.get(rec['selected'], 0) + 1
+            secs += rec['seconds']
+            oof.setdefault((cell, st, rec['run']), []).append(rec['oof'])
+            for n, s in rec['scores'].items():
+                rows.append({'dataset': cell, 'setup': st, 'run': rec['run'], 'fold': rec['fold'], 'model': n, **s, 'brier_base': rec['brier_base']})
+    eces = [{'dataset': c, 'setup': st, 'run': r, 'ece': ece(np.concatenate([o['y'] for o in parts]), np.concatenate([o['p'] for o in parts]), a.bins)}
+            for (c, st, r), parts in oof.items() if len(parts) == a.folds and sum(len(o['y']) for o in parts)]
+    return pd.DataFrame(rows), chosen, secs, pd.DataFrame(eces, columns=['dataset', 'setup', 'run', 'ece'])
 
 
 CI_MIN_RUNS = 5   # below this, a t-interval over runs is meaningless (t = 12.7 for two runs): show the fold spread
@@ -99,11 +249,12 @@ CI_MIN_RUNS = 5   # below this, a t-interval over runs is meaningless (t = 12.7 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     """Per dataset, setup and model: the mean over runs of each run's mean over folds, and a spread: the half-width of a
     95% t-interval over runs (as the paper) with at least `CI_MIN_RUNS` runs, else the standard deviation over all outer folds."""
-    per_run = rows.groupby(['dataset', 'setup', 'model', 'run'])[list(SEARCH_METRICS)].mean().reset_index()
-    g = per_run.groupby(['dataset', 'setup', 'model'])[list(SEARCH_METRICS)]
+    cols = [c for c in (*METRICS, 'brier_base') if c in rows]
+    per_run = rows.groupby(['dataset', 'setup', 'model', 'run'])[cols].mean().reset_index()
+    g = per_run.groupby(['dataset', 'setup', 'model'])[cols]
     mean, sd, n = g.mean(), g.std(ddof=1), g.count()
     if rows['run'].nunique() >= CI_MIN_RUNS: spread = sd * stats.t.ppf(0.975, n - 1) / np.sqrt(n)
-    else: spread = rows.groupby(['dataset', 'setup', 'model'])[list(SEARCH_METRICS)].std(ddof=1)
+    else: spread = rows.groupby(['dataset', 'setup', 'model'])[cols].std(ddof=1)
     return mean.join(spread.add_suffix('_ci')).reset_index()
 
 
@@ -146,109 +297,153 @@ def cell(s, st, m, metric):
     return (s.loc[(st, m), metric], s.loc[(st, m), f'{metric}_ci']) if (st, m) in s.index else (np.nan, np.nan)
 
 
-def report(summ: pd.DataFrame, chosen: dict, a, seconds: float, argv: list) -> str:
+def subject_of(cell: str) -> str:
+    "`mat`, `por`, `pool:mat` -> the subject key (`mat`, `por`)."
+    return cell.split(':')[-1]
+
+
+def cell_title(cell: str) -> str:
+    name = SUBJECT.get(subject_of(cell), subject_of(cell))
+    return f"{name}, trained on both subjects (`{cell}`)" if cell.startswith('pool:') else f"{name} (`{cell}`)"
+
+
+def report(summ: pd.DataFrame, chosen: dict, a, seconds: float, argv: list, done: tuple|None=None, eces=None) -> str:
     models = [m for m in MODEL_ORDER if m in set(summ['model'])]
+    ms = model_settings(bench_params('C', a.seed, a.quick, a.inner_folds, a.params, a.ensembles, getattr(a, 'overrides', None)))
     L = [f"# Our models beside Cortez & Silva (2008), Table 3 (binary pass/fail)\n",
          f"Generated by `benchmarks/paper_comparison.py` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.\n",
          "```", "python " + " ".join(argv), "```\n",
          *(["(This report was re-rendered with `--from-csv` from the per-fold scores that command wrote, "
             f"`{Path(a.out or 'paper_comparison.md').with_suffix('.csv').name}`.)\n"] if a.from_csv else []),
+         *([f"**PARTIAL: {done[0]} of {done[1]} outer folds are done; rerun the same command to complete the others "
+            "(the folds done are kept).**\n"] if done and done[0] < done[1] else []),
          f"- Machine: {os.cpu_count()} cores (`nproc` = {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()}), "
          f"shared with other work; Python {platform.python_version()}, scikit-learn {sklearn.__version__}, "
-         f"imbalanced-learn {imblearn.__version__}; wall time {seconds / 60:.1f} min.",
+         f"imbalanced-learn {imblearn.__version__}; compute time (sum over outer folds, maybe over several runs) {seconds / 60:.1f} min.",
          f"- Outer protocol: {a.runs} run(s) x {a.folds}-fold stratified CV on all students of each subject "
          f"(run r shuffles with seed {a.seed}+r). The paper: 20 runs x 10 folds.",
          f"- Inside every outer training fold: the modeling stage's whole protocol on that fold only -- feature variants "
          f"compared by CV, a grid search of each candidate with an inner {a.inner_folds}-fold stratified CV (none / SMOTE / "
-         f"class weights inside the grid), the ensembles of the tuned candidates named below, and the selection rule "
-         f"(`{model_settings(bench_params('C', a.seed, a.quick, a.inner_folds, a.params, a.ensembles))['selection']}` on CV "
-         f"`{model_settings(bench_params('C', a.seed, a.quick, a.inner_folds, a.params, a.ensembles))['metric']}`) that picks **selected**. "
+         f"class weights inside the grid), the ensembles of the tuned candidates named below, the selection rule "
+         f"(`{ms['selection']}` on CV `{ms['metric']}`) that picks **selected**, and its calibration (methods "
+         f"{', '.join(ms['calibration']['methods'])}; `selected` is scored as saved, calibrated). "
          f"Grids: {'the `quick` grids' if a.quick else 'the full grids'} of `params.yaml` (`model:`). "
-         f"Ensembles built in each fold: {', '.join(model_settings(bench_params('C', a.seed, a.quick, a.inner_folds, a.params, a.ensembles))['ensembles']) or 'none'}. "
+         f"Ensembles built in each fold: {', '.join(ms['ensembles']) or 'none'}. "
          "Every number is measured on outer test folds the tuning never saw.",
          (f"- ± is the half-width of a 95% t-interval over runs (as in the paper)." if a.runs >= CI_MIN_RUNS else
           f"- ± is the standard deviation over the {a.runs * a.folds} outer test folds (with fewer than {CI_MIN_RUNS} runs a "
           "t-interval over runs means nothing); the paper's ± were 95% intervals over 20 runs, so ours are wider by nature."),
          ]
+    if any(str(d).startswith('pool:') for d in set(summ['dataset'])):
+        L.append("- `pool:<subject>` cells: trained on the students of both subjects (a subject column added), outer folds "
+                 "grouped by student (the overlap rule of `schemas.<schema>.pool`, `modeling.student_groups`: no student on "
+                 "both sides of any split, inner folds grouped too), scored on that subject's test students only.")
     if a.runs < 20 or a.folds != 10 or a.quick:
         L.append(f"- **Reduced protocol**: {a.runs} run(s) instead of 20{', small (`quick`) grids' if a.quick else ''}, "
                  f"inner {a.inner_folds}-fold CV, to fit the time available on {os.cpu_count()} shared cores. The means are "
-                 "estimates with wider intervals than the paper's; rerun with `--runs 20` (and without `--quick`) for the full protocol.")
+                 "estimates with wider intervals than the paper's; rerun with `--full` for the paper's protocol.")
     L.append("\nOur names: `baseline` = most frequent class of the training fold (the paper's NV for setup C); "
              "`naive_grade` = pass when the latest prior grade (G2 in A, G1 in B) is at least 10 (the paper's NV for A and B); `logreg`, `knn`, `tree` (the "
              "paper's DT), `forest` (RF), `svm` (linear or RBF, calibrated), `hgb` (histogram gradient boosting); `voting`, "
-             "`stacking` = ensembles of the six; `selected` = whatever the selection rule picked in that fold. The paper's "
+             "`stacking` = ensembles of the six; `selected` = whatever the selection rule picked in that fold, calibrated. The paper's "
              "NN (a neural network) has no counterpart here.\n")
-    for ds in [d for d in ('mat', 'por') if d in set(summ['dataset'])]:
+    order = [d for d in ('mat', 'por', 'pool:mat', 'pool:por') if d in set(summ['dataset'])]
+    order += sorted(set(summ['dataset']) - set(order))
+    for ds in order:
         s = summ[summ.dataset == ds].set_index(['setup', 'model'])
         setups = [x for x in ('A', 'B', 'C') if x in set(summ[summ.dataset == ds]['setup'])]
-        L.append(f"## {SUBJECT[ds]} (`{ds}`)\n\n### Accuracy (PCC, %)\n")
-        L.append('| Setup | ' + ' | '.join(f'paper {k}' for k in PAPER[ds]['A']) + ' | ' + ' | '.join(models) + ' |')
-        L.append('|---' * (1 + len(PAPER[ds]['A']) + len(models)) + '|')
+        paper = PAPER.get(subject_of(ds))
+        L.append(f"## {cell_title(ds)}\n\n### Accuracy (PCC, %)\n")
+        pcols = list(paper['A']) if paper else []
+        L.append('| Setup | ' + ''.join(f'paper {k} | ' for k in pcols) + ' | '.join(models) + ' |')
+        L.append('|---' * (1 + len(pcols) + len(models)) + '|')
         for st in setups:
-            L.append(f'| {st} | ' + ' | '.join(f'{v:.1f}' for v in PAPER[ds][st].values()) + ' | ' +
+            L.append(f'| {st} | ' + ''.join(f'{v:.1f} | ' for v in (paper[st].values() if paper else [])) +
                      ' | '.join(fmt(*cell(s, st, m, 'accuracy'), pct=True) for m in models) + ' |')
-        for metric, title in (('roc_auc', 'ROC-AUC'), ('balanced_accuracy', 'Balanced accuracy'), ('f1_at_risk', 'F1 of the at-risk class')):
+        for metric, title in (('roc_auc', 'ROC-AUC'), ('balanced_accuracy', 'Balanced accuracy'), ('f1_at_risk', 'F1 of the at-risk class'),
+                              ('brier', 'Brier score of P(pass) (lower is better)')):
+            if f'{metric}_ci' not in s: continue
             L.append(f"\n### {title} (not reported by the paper)\n")
             L.append('| Setup | ' + ' | '.join(models) + ' |'); L.append('|---' * (1 + len(models)) + '|')
             for st in setups:
                 L.append(f'| {st} | ' + ' | '.join(fmt(*cell(s, st, m, metric)) for m in models) + ' |')
+            if metric == 'brier' and 'brier_base' in s:
+                L.append('\nBase-rate Brier (always the training fold\'s pass rate): ' +
+                         '; '.join(f"{st} {fmt(s.loc[(st, 'selected'), 'brier_base'])}" for st in setups if (st, 'selected') in s.index))
         L.append('\nModels picked by the selection rule (outer folds): ' +
                  '; '.join(f"{st}: " + ', '.join(f'{k} {v}' for k, v in sorted(chosen.get((ds, st), {}).items(), key=lambda kv: -kv[1]))
                            for st in setups) + '\n')
-    L.append(goals(summ))
+    L.append(goals(summ, eces))
     return '\n'.join(L) + '\n'
 
 
-def goals(summ: pd.DataFrame) -> str:
-    "The issue's goals, measured on the `selected` pipeline."
+AUC_GOAL = {'mat': .75, 'por': .87}   # issue 14, setup C
+ECE_GOAL = .05
+
+
+def goals(summ: pd.DataFrame, eces: pd.DataFrame|None=None) -> str:
+    "Issue 14's goals, measured on the `selected` (calibrated) pipeline, per cell."
     s = summ[summ.model == 'selected'].set_index(['dataset', 'setup'])
-    L = ["## Goals (issue 4), measured on `selected`\n", "| Goal | Ours | Met |", "|---|---|---|"]
-    def row(label, ok, ours): L.append(f"| {label} | {ours} | {'yes' if ok else '**no**'} |")
-    if ('mat', 'C') in s.index:
-        r = s.loc[('mat', 'C')]
-        row('Mathematics C: accuracy > 75%', r.accuracy > .75, fmt(r.accuracy, pct=True) + '%')
-        row('Mathematics C: ROC-AUC > 0.75', r.roc_auc > .75, fmt(r.roc_auc))
-    if ('por', 'C') in s.index:
-        r = s.loc[('por', 'C')]
-        row('Portuguese C: ROC-AUC > 0.87', r.roc_auc > .87, fmt(r.roc_auc))
-        row('Portuguese C: balanced accuracy > 0.70', r.balanced_accuracy > .70, fmt(r.balanced_accuracy))
-    for ds in ('mat', 'por'):
-        for st in ('A', 'B'):
-            if (ds, st) not in s.index: continue
-            best = max(PAPER[ds][st].values())
-            acc = s.loc[(ds, st)].accuracy * 100
-            row(f"{SUBJECT[ds]} {st}: accuracy above the best published cell ({best:.1f}%)", acc > best, f"{acc:.1f}%")
+    e = eces.groupby(['dataset', 'setup'])['ece'].agg(['mean', 'count']) if eces is not None and len(eces) else None
+    L = ["## Goals (issue 14), measured on `selected`\n", "| Cell | Goal | Ours | Met | Short by |", "|---|---|---|---|---|"]
+    def row(c, label, ok, ours, by): L.append(f"| {c} | {label} | {ours} | {'yes' if ok else '**no**'} | {'' if ok else by} |")
+    rank = {d: i for i, d in enumerate(('mat', 'por', 'pool:mat', 'pool:por'))}
+    for (ds, st), r in sorted(s.iterrows(), key=lambda kv: (rank.get(kv[0][0], 9), kv[0])):
+        c, sub = f'{ds} {st}', subject_of(ds)
+        if sub in PAPER:
+            best = max(PAPER[sub][st].values()); acc = r.accuracy * 100
+            row(c, f'PCC at least the best published cell ({best:.1f}%)', acc >= best, f'{acc:.1f}%', f'{best - acc:.1f} points')
+        if st == 'C' and sub in AUC_GOAL:
+            row(c, f'ROC-AUC at least {AUC_GOAL[sub]}', r.roc_auc >= AUC_GOAL[sub], f'{r.roc_auc:.3f}', f'{AUC_GOAL[sub] - r.roc_auc:.3f}')
+        if 'brier' in r and r.brier == r.brier:
+            row(c, f'Brier below the base rate ({r.brier_base:.3f})', r.brier < r.brier_base, f'{r.brier:.3f}', f'{r.brier - r.brier_base:.3f}')
+        if e is not None and (ds, st) in e.index:
+            v = e.loc[(ds, st), 'mean']
+            row(c, f'ECE at most {ECE_GOAL} (per run, all students; mean of {int(e.loc[(ds, st), "count"])} run(s))', v <= ECE_GOAL, f'{v:.3f}', f'{v - ECE_GOAL:.3f}')
     return '\n'.join(L) + '\n'
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    ap.add_argument('--runs', type=int, default=20, help='outer runs (the paper: 20)')
-    ap.add_argument('--folds', type=int, default=10, help='outer folds (the paper: 10)')
-    ap.add_argument('--inner-folds', type=int, default=3, help='folds of the tuning CV inside each outer training fold')
-    ap.add_argument('--quick', action='store_true', help="use the `quick` grids of params.yaml")
+    ap.add_argument('--full', action='store_true', help='the paper\'s protocol: 20 runs x 10 folds, the full grids, inner folds = '
+                                                       'model.cv_folds (default: 2 x 10, quick grids, 3 inner folds)')
+    ap.add_argument('--runs', type=int, help='outer runs (the paper: 20)')
+    ap.add_argument('--folds', type=int, help='outer folds (the paper: 10)')
+    ap.add_argument('--inner-folds', type=int, help='folds of the tuning CV inside each outer training fold')
+    ap.add_argument('--quick', action='store_true', default=None, help="use the `quick` grids of params.yaml")
+    ap.add_argument('--pool', action='store_true', help='also train on both subjects pooled (a subject column; folds grouped by '
+                                                       'student) and score each subject\'s cell: `pool:mat`, `pool:por`')
     ap.add_argument('--n-jobs', type=int, default=2, help='outer folds run in parallel (each fit uses one core; with a scheduler: the cluster decides)')
     ap.add_argument('--scheduler', help="run the outer folds on Dask: 'local' (a LocalCluster here) or tcp://host:8786 (default: engine.scheduler)")
     ap.add_argument('--workers', type=int, help='with --scheduler local: worker processes (default: engine.workers)')
-    ap.add_argument('--datasets', default='mat,por'); ap.add_argument('--setups', default='A,B,C')
+    ap.add_argument('--datasets', default='mat,por', help='comma-separated: mat, por, demo or a CSV path')
+    ap.add_argument('--setups', default='A,B,C')
     ap.add_argument('--ensembles', default=None, help="comma-separated ensembles to build in each fold, '' for none (default: params.yaml)")
     ap.add_argument('--seed', type=int, default=None, help='first seed (default: run.seed)')
     ap.add_argument('--data-dir', help='folder with student-mat.csv and student-por.csv')
     ap.add_argument('--params', help='parameters file (default: the project params.yaml)')
+    ap.add_argument('--set', action='append', metavar='KEY=VALUE', help='override a parameter (as `studentperf run --set`); part of the fingerprint')
+    ap.add_argument('--results', help='folder of the per-fold results (default: benchmarks/results/folds/<fingerprint>)')
+    ap.add_argument('--max-folds', type=int, help='compute at most this many new outer folds, then report what is done (resume later)')
     ap.add_argument('--out', help='write the markdown report here (also printed) and the per-fold scores beside it (.csv)')
     ap.add_argument('--from-csv', help='only re-render the report from the per-fold scores of an earlier run (same other flags)')
     ap.add_argument('--minutes', type=float, help='with --from-csv: the wall time of the run that made the csv')
     ap.add_argument('--picks-from', help="with --from-csv: the run's own report, for the models the rule picked (else recovered "
                                          "from equal scores, ambiguous when two models tie on a fold)")
     a = ap.parse_args(argv)
+    argv = list(argv if argv is not None else sys.argv[1:])
+    a.overrides = parse_set(a.set)
+    base = load_params(a.params, a.overrides)
+    for k, v in (FULL if a.full else REDUCED).items():
+        if getattr(a, k) is None: setattr(a, k, v)
+    if a.inner_folds is None: a.inner_folds = int(base['model']['cv_folds'])
     if a.ensembles is not None: a.ensembles = [e for e in a.ensembles.split(',') if e]
-    base = load_params(a.params)
     if a.seed is None: a.seed = base['run']['seed']
-    t0 = time.time()
+    a.setups, a.datasets = a.setups.split(','), a.datasets.split(',')
+    a.subjects, a.bins = [], int(base['evaluate']['calibration_bins'])
     if a.from_csv:
         rows = pd.read_csv(a.from_csv)
-        cmd = [x for x in (argv if argv is not None else sys.argv[1:])]
+        cmd = list(argv)
         i = cmd.index('--from-csv'); cmd = cmd[:i] + cmd[i + 2:]
         for f in ('--minutes', '--picks-from'):
             if f in cmd: i = cmd.index(f); cmd = cmd[:i] + cmd[i + 2:]
@@ -256,28 +451,37 @@ def main(argv=None):
         md = report(summarise(rows), picks, a, (a.minutes or 0) * 60, ['benchmarks/paper_comparison.py'] + cmd)
         if a.out: write_text(a.out, md)
         print(md); return
-    all_rows, chosen = [], {}
-    data = {ds: load_dataset(base, ds, a.data_dir).data for ds in a.datasets.split(',')}
+    names = {ds: Path(ds).stem if ds.endswith('.csv') else ds for ds in a.datasets}   # a CSV path: its file name names the cell
+    data = {names[ds]: load_dataset(base, ds, a.data_dir).data for ds in a.datasets}
+    a.datasets = list(data)
+    if a.pool:
+        a.subjects = list(a.datasets)
+        if len(a.subjects) < 2: raise SystemExit(f"--pool needs at least two subjects in --datasets, got {a.datasets}")
+        data['pool'] = pool_tables({s: data[s] for s in a.subjects}, base)
+        a.datasets = [*a.datasets, 'pool']
+    config = config_record(a)
+    fp = _sha(config)[:16]
+    folder = Path(a.results) if a.results else Path(__file__).parent/'results'/'folds'/fp
+    open_results(folder, config, {ds: data_sha(df) for ds, df in data.items()})
+    t0 = time.time()
     eng = {k: v for k, v in {'engine.scheduler': a.scheduler, 'engine.workers': a.workers}.items() if v}
-    with scale.engine(load_params(a.params, eng)) as client:   # outer folds as Dask tasks when a scheduler is set
+    with scale.engine(load_params(a.params, {**a.overrides, **eng})) as client:   # outer folds as Dask tasks when a scheduler is set
         if client is not None: a.n_jobs = -1
-        for st in a.setups.split(','):             # setup by setup (C first, if asked so), both subjects each
-            for ds, df in data.items():
-                rows, ch = run_setup(df, ds, st, a)
-                all_rows.append(rows); chosen[(ds, st)] = ch
-                if a.out: write(a, all_rows, chosen, t0, argv, partial=True)   # keep what is done if the run is stopped
-    print(write(a, all_rows, chosen, t0, argv))
-
-
-def write(a, all_rows, chosen, t0, argv, partial=False) -> str:
-    rows = pd.concat(all_rows, ignore_index=True)
-    md = report(summarise(rows), chosen, a, time.time() - t0, ['benchmarks/paper_comparison.py'] + (argv if argv is not None else sys.argv[1:]))
-    if partial: md = md.replace('\n', '\n\n**PARTIAL: the run is still going or was stopped; only the blocks below are done.**\n\n', 1)
+        computed = run_folds(data, a, folder, fp)
+    rows, chosen, secs, eces = load_folds(folder, a, fp)
+    done = rows.groupby(['dataset', 'setup', 'run', 'fold']).ngroups if len(rows) else 0
+    n_expected = sum(len(a.subjects) if ds == 'pool' else 1 for ds in a.datasets) * len(a.setups) * a.runs * a.folds
+    log.info('computed %d outer fold(s) in %.0f s; %d of %d fold results are in %s', computed, time.time() - t0, done, n_expected, folder)
+    if not len(rows): print(f'no fold is done yet in {folder}'); return None
+    summ = summarise(rows)
+    md = report(summ, chosen, a, secs, ['benchmarks/paper_comparison.py'] + argv, done=(done, n_expected), eces=eces)
     if a.out:
         write_text(a.out, md)
         rows.round(6).to_csv(Path(a.out).with_suffix('.csv'), index=False)
-    return md
+    print(md)
+    return summ
 
 
 if __name__ == '__main__':
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
     main()

@@ -20,8 +20,9 @@ __all__ = ['LOG_LEVEL_ENV', 'project_root', 'default_out', 'Yaml12Loader', 'read
            'ThresholdParams', 'BootstrapParams', 'EvaluateParams', 'HandoffParams', 'AuthParams', 'DriftParams',
            'PerformanceParams', 'WebhookParams', 'AlertRuleParams', 'FlaggedShareRuleParams', 'NoPredictionsRuleParams',
            'LogFailuresRuleParams', 'AlertRulesParams', 'AlertsParams', 'PromotionParams', 'MonitoringParams',
-           'EngineParams', 'Params', 'ParamsError', 'validate_params', 'typed_params', 'load_params', 'resolve_path',
-           'active_schema', 'git_commit', 'current_umask', 'atomic_path', 'local_kernel', 'setup_logging', 'write_text',
+           'EngineParams', 'EngineeredSpec', 'PoolParams', 'SchemaParams', 'Params', 'ParamsError', 'validate_params',
+           'typed_params', 'load_params', 'resolve_path', 'active_schema', 'schema_block', 'active_target',
+           'active_setups', 'git_commit', 'current_umask', 'atomic_path', 'local_kernel', 'setup_logging', 'write_text',
            'write_json', 'read_json', 'write_csv', 'save_figure']
 
 # %% ../nbs/00_config.ipynb #866bd258
@@ -51,7 +52,7 @@ def read_yaml(text: str) -> object:
 
 # %% ../nbs/00_config.ipynb #9b223e1c
 def set_dotted(d: dict, # nested parameters, changed in place
-               key: str, # dotted key, e.g. `target.pass_threshold`
+               key: str, # dotted key, e.g. `schemas.uci.target.pass_threshold`
                value, # the new value
                strict: bool=True, # refuse keys that do not exist yet
               ) -> dict:
@@ -88,9 +89,10 @@ _REPORT_METRICS = ('accuracy', 'balanced_accuracy', 'precision_at_risk', 'recall
                    'recall_pass', 'f1_pass', 'roc_auc', 'pr_auc_at_risk', 'brier', 'log_loss')   # evaluation.REPORT_METRICS
 _THRESHOLD_METRICS = ('accuracy', 'balanced_accuracy', 'precision_at_risk', 'recall_at_risk', 'f1_at_risk',
                       'precision_pass', 'recall_pass', 'f1_pass', 'flagged_share')              # evaluation.THRESHOLD_METRICS
-_ENGINEERED = ('total_alc', 'parent_edu_max', 'any_failure', 'absences_band', 'support_count', 'study_per_free')   # features.ENGINEERED
+_ENGINEERED_OPS = ('sum', 'max', 'positive', 'bands', 'count_equal', 'ratio')      # features.ENGINEERED_OPS
 _IMBALANCE = ('none', 'smote', 'balanced')
 _CALIBRATION_METHODS = ('none', 'sigmoid', 'isotonic')                           # modeling.CALIBRATION_METHODS
+_SELECTION_RULES = ('best', 'one_se', 'auc_then_brier')                          # modeling.SELECTION_RULES
 _SIZE = re.compile(r'^\s*\d+(\.\d+)?\s*([kKMGTP]i?)?[bB]?\s*$')   # 8MiB, 4GiB, 100 MB, 512kB: what dask.utils.parse_bytes reads
 
 def _bounds(lo, hi, lo_open: bool=False, hi_open: bool=False) -> str:
@@ -201,7 +203,7 @@ class ParamsSection(BaseModel):
     model_config = ConfigDict(extra='forbid', frozen=True)
 
 class RunParams(ParamsSection):
-    "`run:` what a run works on: the dataset (`demo`, `mat`, `por` or a CSV path), the setup (a key of `features.setups`), the seed, quick mode."
+    "`run:` what a run works on: the dataset (`demo`, `mat`, `por` or a CSV path), the setup (one the active schema declares), the seed, quick mode."
     dataset: _Text
     setup: _Text
     seed: _whole(0, 2**32 - 1)
@@ -224,12 +226,36 @@ class DataParams(ParamsSection):
     missing: Literal['impute', 'quarantine']
     fetch: FetchParams
 
+_TARGET_KINDS = {'grade_column': 'pass_threshold', 'label_column': 'at_risk_labels', 'pass_column': None}   # column key: what it needs
+_Labels = Annotated[list[_Scalar], Field(min_length=1)]
+
 class TargetParams(ParamsSection):
-    "`target:` the grade column, the pass mark and the grade bands."
-    grade_column: _Text
-    pass_threshold: _Num
-    bands: _Text
-    band_schemes: dict[_Text, dict[_Text, _Band]]
+    """`schemas.NAME.target:` what the model predicts, exactly one kind: a grade and a pass mark (`grade_column`,
+    `pass_threshold`, optional grade `bands`), a categorical outcome (`label_column`, `at_risk_labels`), or a column
+    already holding pass/fail (`pass_column`, `pass_values`: the values meaning pass, default 1 or yes)."""
+    grade_column: _Text|None = None
+    pass_threshold: _Num|None = None
+    bands: _Text|None = None
+    band_schemes: dict[_Text, dict[_Text, _Band]]|None = None
+    label_column: _Text|None = None
+    at_risk_labels: _Labels|None = None
+    pass_column: _Text|None = None
+    pass_values: _Labels|None = None
+
+    @model_validator(mode='after')
+    def _one_kind(self):
+        kinds = [k for k in _TARGET_KINDS if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"expected exactly one of grade_column (with pass_threshold), label_column (with at_risk_labels) "
+                             f"or pass_column; found {', '.join(kinds) or 'none'}")
+        k, need = kinds[0], _TARGET_KINDS[kinds[0]]
+        if need and getattr(self, need) is None: raise ValueError(f"{k} needs {need}")
+        extra = [f for f in ('pass_threshold', 'bands', 'band_schemes', 'at_risk_labels', 'pass_values') if getattr(self, f) is not None
+                 and f not in {'grade_column': ('pass_threshold', 'bands', 'band_schemes'), 'label_column': ('at_risk_labels',),
+                               'pass_column': ('pass_values',)}[k]]
+        if extra: raise ValueError(f"{', '.join(extra)} do(es) not apply to a target with {k}")
+        if (self.bands is None) != (self.band_schemes is None): raise ValueError('bands and band_schemes go together')
+        return self
 
 class ColumnSpec(ParamsSection):
     "One column of a `schemas:` block: its kind, its allowed values or range, and a label."
@@ -238,6 +264,7 @@ class ColumnSpec(ParamsSection):
     min: _Num|None = None
     max: _Num|None = None
     integer: StrictBool = False
+    prior: StrictBool = False   # an earlier result of the same course (a prior grade), which setups may leave out
     label: str|None = None
 
     @model_validator(mode='after')
@@ -258,17 +285,14 @@ class ImputeParams(ParamsSection):
     numeric: Literal['median', 'mean', 'most_frequent', 'constant']
 
 class FeaturesParams(ParamsSection):
-    "`features:` the setups' left-out prior grades, the encoding choices, imputation and the engineered features."
-    setups: dict[_Text, list[_Text]]
+    "`features:` the encoding choices, imputation and which of the active schema's engineered features are used."
     nominal: Literal['onehot']
     onehot_drop: Literal['none', 'first']
     ordinal: Literal['ordinal', 'onehot']
     scaler: Literal['standard', 'minmax']
     skew: Literal['log1p', 'none']
-    skew_columns: list[_Text]
-    absences_bands: Annotated[list, BeforeValidator(_ascending)] = [0, 5, 15]
     impute: ImputeParams
-    engineered: _names(_ENGINEERED, 'unknown engineered feature(s)')|None = []
+    engineered: Literal['all']|list[_Text]|None = 'all'   # all: the schema's engineered features; a list of their names; [] none
 
 class CalibrationParams(ParamsSection):
     "`model.calibration:` P(pass) recalibration of the selected pipeline; a key left out takes `modeling`'s default (quick or full)."
@@ -281,7 +305,7 @@ class ModelQuickParams(ParamsSection):
     test_size: _Share|None = None
     cv_folds: _Folds|None = None
     metric: Literal[_SEARCH_METRICS]|None = None
-    selection: Literal['best', 'one_se']|None = None
+    selection: Literal[_SELECTION_RULES]|None = None
     simplicity: _names(_CANDIDATES + _ENSEMBLES, 'unknown model(s)')|None = None
     n_jobs: _whole()|None = None
     candidates: _names(_CANDIDATES, 'unknown candidate(s)', 1)|None = None
@@ -300,7 +324,7 @@ class ModelParams(ParamsSection):
     test_size: _Share
     cv_folds: _Folds
     metric: Literal[_SEARCH_METRICS]
-    selection: Literal['best', 'one_se']
+    selection: Literal[_SELECTION_RULES]
     simplicity: _names(_CANDIDATES + _ENSEMBLES, 'unknown model(s)')
     n_jobs: _whole()|None = None
     candidates: _names(_CANDIDATES, 'unknown candidate(s)', 1)
@@ -340,11 +364,10 @@ class BootstrapParams(ParamsSection):
     metrics: _names(_REPORT_METRICS, 'unknown metric(s)')
 
 class EvaluateParams(ParamsSection):
-    "`evaluate:` requirement targets, threshold rule, bootstrap, groups, calibration and error analysis."
+    "`evaluate:` requirement targets, threshold rule, bootstrap, calibration and error analysis (the groups: `schemas.NAME.groups`)."
     targets: dict[Literal[_REPORT_METRICS], RequirementParams]
     threshold: ThresholdParams
     bootstrap: BootstrapParams
-    groups: list[_Text]
     calibration_bins: _PosInt
     error_analysis_at: Literal['default', 'operating']
     error_top_features: _PosInt
@@ -450,13 +473,48 @@ class EngineParams(ParamsSection):
     connect_timeout: _Pos
     blocksize: Annotated[Any, BeforeValidator(_size)]
 
+class EngineeredSpec(ParamsSection):
+    "One engineered feature of a schema: a generic operation on the columns it needs (`features.ENGINEERED_OPS`)."
+    op: Literal[_ENGINEERED_OPS]
+    columns: Annotated[list[_Text], Field(min_length=1)]
+    edges: Annotated[list, BeforeValidator(_ascending)]|None = None   # bands: upper edges of bands 0, 1, ... (above the last: len(edges))
+    value: _Scalar|None = None                                        # count_equal: the value counted
+
+    @model_validator(mode='after')
+    def _fits_op(self):
+        n = {'positive': 1, 'bands': 1, 'ratio': 2}.get(self.op)
+        if n and len(self.columns) != n: raise ValueError(f"op {self.op} takes exactly {n} column(s)")
+        if (self.edges is not None) != (self.op == 'bands'): raise ValueError('edges go with op bands (and only with it)')
+        if (self.value is not None) != (self.op == 'count_equal'): raise ValueError('value goes with op count_equal (and only with it)')
+        return self
+
+class PoolParams(ParamsSection):
+    "`schemas.NAME.pool:` pooling two files of the same students (e.g. two subjects): the columns that identify a student, the subject column added."
+    match: Annotated[list[_Text], Field(min_length=1)]
+    subject_column: _Text = 'subject'
+
+class SchemaParams(ParamsSection):
+    "`schemas.NAME:` one school's export: its columns, its target, its setups, engineered features, skewed columns, groups, demo recipe."
+    columns: Annotated[dict[_Text, ColumnSpec], Field(min_length=1)]
+    target: TargetParams
+    setups: dict[_Text, list[_Text]]|None = None      # none: one setup, `all`
+    engineered: dict[_Text, EngineeredSpec] = {}
+    skew_columns: list[_Text] = []
+    groups: list[_Text] = []
+    demo: _Text|None = None                           # the synthetic generator's recipe (YAML), relative to params.yaml
+    pool: PoolParams|None = None                      # benchmarks/paper_comparison.py --pool (modeling.student_groups)
+
+    @model_validator(mode='after')
+    def _pool_columns(self):
+        if self.pool and (bad := [c for c in self.pool.match if c not in self.columns]): raise ValueError(f'pool.match: {bad} are not columns of the schema')
+        return self
+
 class Params(ParamsSection):
     "All of `params.yaml`, validated: `typed_params(p).model.cv_folds`, `typed_params(p).engine.scheduler`, ..."
     run: RunParams
     data: DataParams
-    target: TargetParams
     schema_: _Text = Field(alias='schema')
-    schemas: dict[_Text, dict[_Text, ColumnSpec]]
+    schemas: Annotated[dict[_Text, SchemaParams], Field(min_length=1)]
     features: FeaturesParams
     model: ModelParams
     evaluate: EvaluateParams
@@ -523,18 +581,19 @@ def _expected(e: dict) -> str:
 
 def _cross_checks(p: Params) -> list:
     "Problems between sections: names one section uses that another declares. `(loc, value, expected)` tuples."
-    out, schema = [], p.schemas.get(p.schema_)
-    if schema is None: out.append((('schema',), p.schema_, f"expected a schema declared under `schemas:`: {', '.join(p.schemas)}"))
-    if p.target.bands not in p.target.band_schemes:
-        out.append((('target', 'bands'), p.target.bands, f"expected a scheme of target.band_schemes: {', '.join(p.target.band_schemes)}"))
-    if p.run.setup not in p.features.setups:
-        out.append((('run', 'setup'), p.run.setup, f"expected a setup declared in features.setups: {', '.join(p.features.setups)}"))
-    if schema is not None:
-        if p.target.grade_column not in schema:
-            out.append((('target', 'grade_column'), p.target.grade_column, f"expected a column of schema {p.schema_!r}"))
-        if bad := [g for g in p.evaluate.groups if g not in schema]:
-            out.append((('evaluate', 'groups'), p.evaluate.groups, f"unknown column(s) {bad}: expected columns of schema {p.schema_!r}"))
+    out = [x for name, s in p.schemas.items() for x in _schema_checks(name, s)]
+    schema = p.schemas.get(p.schema_)
+    if schema is None:
+        out.append((('schema',), p.schema_, f"expected a schema declared under `schemas:`: {', '.join(p.schemas)}"))
+        return out
+    setups = schema.setups or {'all': []}
+    if p.run.setup not in setups:
+        out.append((('run', 'setup'), p.run.setup, f"expected a setup of schema {p.schema_!r} (schemas.{p.schema_}.setups): {', '.join(setups)}"))
     base = p.features.model_dump()
+    def engineered(loc, names):
+        if isinstance(names, list) and (bad := [n for n in names if n not in schema.engineered]):
+            out.append((loc, names, f"unknown engineered feature(s) {bad}: schema {p.schema_!r} declares {', '.join(schema.engineered) or 'none'}"))
+    engineered(('features', 'engineered'), p.features.engineered)
     for where, variants in ((('model',), p.model.feature_variants), (('model', 'quick'), (p.model.quick and p.model.quick.feature_variants) or {})):
         for name, ch in variants.items():
             ch = ch or {}
@@ -544,6 +603,49 @@ def _cross_checks(p: Params) -> list:
             try: FeaturesParams.model_validate({**base, **ch})
             except ValidationError as err:
                 out += [((*where, 'feature_variants', name, *e['loc']), e['input'], _expected(e)) for e in err.errors(include_url=False)]
+            else: engineered((*where, 'feature_variants', name, 'engineered'), ch.get('engineered'))
+    return out
+
+def _schema_checks(name: str, s: SchemaParams) -> list:
+    "Problems inside one schema block: its target, setups, engineered features, skewed columns and groups name its columns."
+    out, cols, at = [], s.columns, ('schemas', name)
+    listed = lambda: f"expected columns of schema {name!r}: {', '.join(list(cols)[:8])}{' ...' if len(cols) > 8 else ''}"
+    t = s.target
+    key = next(k for k in _TARGET_KINDS if getattr(t, k) is not None)
+    tcol = getattr(t, key)
+    if tcol not in cols: out.append(((*at, 'target', key), tcol, f"no such column: {listed()}"))
+    else:
+        spec = cols[tcol]
+        if key == 'grade_column' and spec.kind not in ('numeric', 'grade'):
+            out.append(((*at, 'target', key), tcol, f"expected a numeric or grade column (it is {spec.kind}); a categorical outcome takes label_column"))
+        if key == 'grade_column' and t.bands is not None and t.bands not in t.band_schemes:
+            out.append(((*at, 'target', 'bands'), t.bands, f"expected a scheme of schemas.{name}.target.band_schemes: {', '.join(t.band_schemes)}"))
+        if key in ('label_column', 'pass_column') and not spec.values:
+            out.append(((*at, 'target', key), tcol, f"expected a column with declared values (binary or nominal; it is {spec.kind})"))
+        elif key == 'label_column':
+            if bad := [v for v in t.at_risk_labels if v not in spec.values]:
+                out.append(((*at, 'target', 'at_risk_labels'), t.at_risk_labels, f"unknown label(s) {bad}: expected values of column {tcol}: {', '.join(map(str, spec.values))}"))
+            elif set(t.at_risk_labels) >= set(spec.values):
+                out.append(((*at, 'target', 'at_risk_labels'), t.at_risk_labels, f"expected some values of column {tcol} to mean pass, not all of them at risk"))
+        elif key == 'pass_column':
+            if t.pass_values is None and not [v for v in spec.values if str(v).lower() in ('1', 'yes')]:
+                out.append(((*at, 'target', 'pass_values'), _MISSING, f"missing: column {tcol} has no value 1 or yes; say which of {spec.values} mean pass"))
+            elif t.pass_values is not None and (bad := [v for v in t.pass_values if v not in spec.values]):
+                out.append(((*at, 'target', 'pass_values'), t.pass_values, f"unknown value(s) {bad}: expected values of column {tcol}: {', '.join(map(str, spec.values))}"))
+    prior = [c for c, sp in cols.items() if sp.prior]
+    for sname, left in (s.setups or {}).items():
+        if bad := [c for c in left if c not in prior]:
+            out.append(((*at, 'setups', sname), left, f"not prior column(s) {bad}: a setup leaves out columns marked `prior: true` ({', '.join(prior) or 'none'})"))
+    for fname, e in s.engineered.items():
+        if fname in cols: out.append(((*at, 'engineered', fname), fname, 'expected a name that is not a column of the schema'))
+        if bad := [c for c in e.columns if c not in cols or c == tcol]:
+            out.append(((*at, 'engineered', fname, 'columns'), e.columns, f"unknown column(s) {bad}: {listed()} (not the target)"))
+        elif e.op != 'count_equal' and (bad := [c for c in e.columns if cols[c].kind not in ('ordinal', 'numeric', 'grade')]):
+            out.append(((*at, 'engineered', fname, 'columns'), e.columns, f"op {e.op} needs number columns (ordinal, numeric, grade): not {bad}"))
+    if bad := [c for c in s.skew_columns if c not in cols or cols[c].kind != 'numeric']:
+        out.append(((*at, 'skew_columns'), s.skew_columns, f"not numeric column(s) of schema {name!r}: {bad}"))
+    if bad := [c for c in s.groups if c not in cols or c == tcol]:
+        out.append(((*at, 'groups'), s.groups, f"unknown column(s) {bad}: {listed()} (not the target)"))
     return out
 
 def validate_params(d: dict, # parameters as read from YAML (a `_meta` entry is ignored)
@@ -610,9 +712,24 @@ def resolve_path(params: dict, # loaded parameters (for the project root)
 def active_schema(params: dict # loaded parameters
                  ) -> dict:
     "The declared columns of the schema named by `params['schema']`: `{column: {kind, values|min/max}}`."
+    return schema_block(params)['columns']
+
+def schema_block(params: dict # loaded parameters
+                ) -> dict:
+    "The whole active schema block: `columns`, `target`, and where declared `setups`, `engineered`, `skew_columns`, `groups`, `demo`."
     name = params['schema']
     if name not in params.get('schemas', {}): raise KeyError(f"schema {name!r} is not declared under `schemas:` in params.yaml")
     return params['schemas'][name]
+
+def active_target(params: dict # loaded parameters
+                 ) -> dict:
+    "The active schema's `target:` (see `TargetParams`)."
+    return schema_block(params)['target']
+
+def active_setups(params: dict # loaded parameters
+                 ) -> dict:
+    "`{setup: [columns left out]}` of the active schema; a schema without setups has one, `all`, leaving nothing out."
+    return schema_block(params).get('setups') or {'all': []}
 
 # %% ../nbs/00_config.ipynb #85c0d74c
 def git_commit(root: str|Path|None=None # repository folder; default: the project root

@@ -4,20 +4,22 @@
 
 # %% ../nbs/01_data_prep.ipynb #fdf59df9
 from __future__ import annotations
-import csv, hashlib, io, itertools, json, os, shutil, tempfile, urllib.request, zipfile
+import csv, functools, hashlib, io, itertools, json, os, shutil, tempfile, urllib.request, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
-from .config import load_params, active_schema, resolve_path, atomic_path, write_json, write_csv, default_out
+from .config import load_params, active_schema, active_target, schema_block, read_yaml, resolve_path, atomic_path, write_json, write_csv, default_out
 
 # %% auto #0
-__all__ = ['DELIMITERS', 'NUMERIC_KINDS', 'MISSING_TOKENS', 'UCI_FILES', 'UCI_COLUMNS', 'DataError', 'detect_delimiter',
+__all__ = ['DELIMITERS', 'NUMERIC_KINDS', 'MISSING_TOKENS', 'TARGET_KINDS', 'UCI_FILES', 'DataError', 'detect_delimiter',
            'RawTable', 'check_header', 'split_rows', 'iter_table', 'read_table', 'integer_columns', 'pandera_schema',
-           'parse_values', 'validate_rows', 'grade_band', 'add_target', 'Cleaned', 'file_sha256', 'with_dtypes',
-           'clean_table', 'quarantine_counts', 'demo_path', 'data_dir', 'dataset_path', 'load_dataset', 'fetch_uci',
-           'synthetic_students', 'make_demo', 'write_demo', 'demo_kwargs', 'run_prepare', 'read_cleaned']
+           'parse_values', 'validate_rows', 'grade_band', 'target_kind', 'target_column', 'pass_values', 'pass_labels',
+           'target_text', 'add_target', 'Cleaned', 'file_sha256', 'with_dtypes', 'clean_table', 'quarantine_counts',
+           'demo_path', 'data_dir', 'dataset_path', 'dataset_name', 'dataset_arg', 'load_dataset', 'fetch_uci',
+           'demo_spec', 'latent_score', 'outcome_values', 'rounded', 'synthetic_students', 'make_demo', 'write_demo',
+           'demo_kwargs', 'run_prepare', 'read_cleaned']
 
 # %% ../nbs/01_data_prep.ipynb #a9c50832
 class DataError(ValueError):
@@ -188,14 +190,61 @@ def grade_band(g3: pd.Series, # final grades
         raise ValueError(f"grade band scheme {scheme} does not cover grade(s) {sorted(g3[out.isna()].unique())}")
     return out
 
-def add_target(df: pd.DataFrame, # validated rows with the grade column
-               target: dict, # the `target:` section of params.yaml
+TARGET_KINDS = {'grade_column': 'grade', 'label_column': 'label', 'pass_column': 'pass'}
+
+def target_kind(target: dict # a schema's `target:` (`config.active_target`)
+               ) -> str:
+    "`grade` (a grade and a pass mark), `label` (a categorical outcome) or `pass` (a pass/fail column)."
+    kinds = [v for k, v in TARGET_KINDS.items() if target.get(k) is not None]
+    if len(kinds) != 1: raise ValueError(f"a target needs exactly one of {', '.join(TARGET_KINDS)}, got {target}")
+    return kinds[0]
+
+def target_column(target: dict) -> str:
+    "The column the target is read from."
+    return next(target[k] for k in TARGET_KINDS if target.get(k) is not None)
+
+def pass_values(target: dict, # a `pass_column` target
+                values: list=(), # the column's declared values
+               ) -> list:
+    "The values of a pass/fail column that mean pass: `pass_values`, else the declared values written 1 or yes."
+    if target.get('pass_values') is not None: return list(target['pass_values'])
+    return [v for v in values if str(v).strip().lower() in ('1', 'yes')]
+
+def pass_labels(values: pd.Series, # the target column's values (numbers, or labels as text or numbers)
+                target: dict, # a schema's `target:`
+                declared: list=(), # the target column's declared values (for a `pass_column` target without `pass_values`)
+               ) -> pd.Series:
+    "1.0 = pass, 0.0 = at risk, NaN where the value is missing or not one the target knows."
+    kind = target_kind(target)
+    if kind == 'grade':
+        g = pd.to_numeric(values, errors='coerce')
+        return (g >= target['pass_threshold']).astype('float64').where(g.notna())
+    txt = values.astype(object).where(values.notna()).map(lambda v: v if pd.isna(v) else (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v).strip()))
+    if kind == 'label':
+        risk, known = {str(v) for v in target['at_risk_labels']}, {str(v) for v in declared} or None
+        out = (~txt.isin(risk)).astype('float64')
+        return out.where(txt.notna() & (txt.isin(known) if known else txt.notna()))
+    yes, known = {str(v) for v in pass_values(target, declared)}, {str(v) for v in declared} or None
+    return txt.isin(yes).astype('float64').where(txt.notna() & (txt.isin(known) if known else txt.notna()))
+
+def target_text(target: dict) -> str:
+    "The target in words: `pass = G3 >= 10`, `at risk = Class in [L]`, `pass = passed in [yes]`."
+    kind, col = target_kind(target), target_column(target)
+    if kind == 'grade': return f"pass = {col} >= {target['pass_threshold']}"
+    if kind == 'label': return f"at risk = {col} in [{', '.join(map(str, target['at_risk_labels']))}]"
+    return f"pass = {col} in [{', '.join(map(str, target.get('pass_values') or ['1', 'yes']))}]"
+
+def add_target(df: pd.DataFrame, # validated rows with the target column (no missing outcome)
+               target: dict, # a schema's `target:` (`config.active_target`)
+               declared: list=(), # the target column's declared values
               ) -> pd.DataFrame:
-    "Add `pass` (1 when grade >= threshold) and `grade_band`."
-    g = df[target['grade_column']]
+    "Add `pass` (1 = pass, 0 = at risk) and, for a grade target with bands, `grade_band`."
+    col = target_column(target)
+    p = pass_labels(df[col], target, declared)
+    if p.isna().any(): raise ValueError(f"target column {col}: no pass/fail for value(s) {sorted(map(str, df.loc[p.isna(), col].unique()))[:5]}")
     df = df.copy()
-    df['pass'] = (g >= target['pass_threshold']).astype('int64')
-    df['grade_band'] = grade_band(g, target['band_schemes'][target['bands']])
+    df['pass'] = p.astype('int64')
+    if target_kind(target) == 'grade' and target.get('bands'): df['grade_band'] = grade_band(df[col], target['band_schemes'][target['bands']])
     return df
 
 # %% ../nbs/01_data_prep.ipynb #2aa20622
@@ -231,10 +280,10 @@ def clean_table(path: str|Path, # a student table
                 params: dict, # loaded parameters (schema, target, missing rule)
                ) -> Cleaned:
     "Read, validate, de-duplicate and add the target; nothing is dropped without a count and a reason."
-    schema, target = active_schema(params), params['target']
+    schema, target = active_schema(params), active_target(params)
     rule = params['data']['missing']
     if rule not in ('impute', 'quarantine'): raise ValueError(f"data.missing must be 'impute' or 'quarantine', not {rule!r}")
-    gcol = target['grade_column']
+    gcol = target_column(target)
     raw = read_table(path, list(schema))
     not_null = [gcol] + ([c for c in schema if c != gcol] if rule == 'quarantine' else [])
     df, reasons = validate_rows(raw.frame, schema, not_null)
@@ -245,8 +294,9 @@ def clean_table(path: str|Path, # a student table
     valid = df.drop(index=reasons.index)
     dup = valid.duplicated(keep='first')
     kept = valid[~dup]
-    kept = add_target(with_dtypes(kept, schema), target)
-    kept['grade_band'] = kept['grade_band'].astype('str')
+    kept = add_target(with_dtypes(kept, schema), target, schema[gcol].get('values') or [])
+    if 'grade_band' in kept: kept['grade_band'] = kept['grade_band'].astype('str')
+    kind = target_kind(target)
     missing = {c: int(n) for c,n in kept[list(schema)].isna().sum().items() if n}
     n_raw = len(raw.frame) + len(raw.bad_rows)
     report = {
@@ -256,10 +306,11 @@ def clean_table(path: str|Path, # a student table
         'missing_imputed': sum(missing.values()) if rule == 'impute' else 0, 'missing_by_column': missing,
         'quarantine_by_column': quarantine_counts(quarantine, list(schema)),
         'extra_columns': [c for c in raw.columns if c not in schema],
-        'pass_threshold': target['pass_threshold'],
+        'target': target_text(target), **({'pass_threshold': target['pass_threshold']} if kind == 'grade' else {}),
         'target_counts': {'pass': int(kept['pass'].sum()), 'fail': int((1 - kept['pass']).sum())},
         'pass_rate': round(float(kept['pass'].mean()), 4) if len(kept) else None,
-        'band_counts': {b: int((kept['grade_band'] == b).sum()) for b in target['band_schemes'][target['bands']]},
+        **({'band_counts': {b: int((kept['grade_band'] == b).sum()) for b in target['band_schemes'][target['bands']]}} if 'grade_band' in kept else {}),
+        **({'label_counts': {str(v): int((kept[gcol] == str(v)).sum()) for v in schema[gcol]['values']}} if kind != 'grade' else {}),
     }
     if report['rows_raw'] != report['rows_kept'] + report['duplicates_removed'] + report['rows_quarantined']:
         raise RuntimeError(f"{path}: row counts do not add up: {report}")
@@ -313,6 +364,17 @@ def dataset_path(params: dict, # loaded parameters
     if not p.exists(): raise DataError(f"{p}: file not found (dataset must be demo, mat, por or a CSV path)")
     return p
 
+# %% ../nbs/01_data_prep.ipynb #b6349514
+def dataset_name(dataset: str # demo | mat | por | a CSV path
+                ) -> str:
+    "The short name of a dataset: `demo`, `mat` or `por` as it is, a file by its stem (`exports/class-7b.csv` -> `class-7b`)."
+    return dataset if dataset in ('demo', *UCI_FILES) else Path(dataset).stem
+
+def dataset_arg(dataset: str # demo | mat | por | a CSV path
+               ) -> str:
+    "A dataset as the stages receive it: a name as it is, a file as an absolute path."
+    return dataset if dataset in ('demo', *UCI_FILES) else str(Path(dataset).expanduser().resolve())
+
 # %% ../nbs/01_data_prep.ipynb #8370ef2e
 def load_dataset(params: dict, # loaded parameters
                  dataset: str|None=None, # demo | mat | por | a CSV path
@@ -358,62 +420,92 @@ def fetch_uci(dest: str|Path, # folder to write student-mat.csv and student-por.
     return out
 
 # %% ../nbs/01_data_prep.ipynb #0842c1da
-_CAT = {  # marginal frequencies, rounded from the UCI Portuguese file
-    'school': {'GP': .65, 'MS': .35}, 'sex': {'F': .59, 'M': .41}, 'address': {'U': .70, 'R': .30},
-    'famsize': {'GT3': .70, 'LE3': .30}, 'Pstatus': {'T': .88, 'A': .12},
-    'Medu': {0: .01, 1: .22, 2: .29, 3: .21, 4: .27}, 'Fedu': {0: .01, 1: .27, 2: .32, 3: .20, 4: .20},
-    'Mjob': {'at_home': .21, 'health': .07, 'other': .40, 'services': .21, 'teacher': .11},
-    'Fjob': {'at_home': .06, 'health': .04, 'other': .57, 'services': .28, 'teacher': .05},
-    'reason': {'course': .44, 'home': .23, 'other': .11, 'reputation': .22},
-    'guardian': {'father': .24, 'mother': .70, 'other': .06},
-    'traveltime': {1: .56, 2: .33, 3: .08, 4: .03}, 'studytime': {1: .33, 2: .47, 3: .15, 4: .05},
-    'failures': {0: .85, 1: .11, 2: .02, 3: .02},
-    'schoolsup': {'yes': .10, 'no': .90}, 'famsup': {'yes': .61, 'no': .39}, 'paid': {'yes': .06, 'no': .94},
-    'activities': {'yes': .49, 'no': .51}, 'nursery': {'yes': .80, 'no': .20}, 'higher': {'yes': .89, 'no': .11},
-    'internet': {'yes': .77, 'no': .23}, 'romantic': {'yes': .37, 'no': .63},
-    'famrel': {1: .03, 2: .05, 3: .16, 4: .49, 5: .27}, 'freetime': {1: .07, 2: .16, 3: .39, 4: .27, 5: .11},
-    'goout': {1: .07, 2: .22, 3: .32, 4: .22, 5: .17}, 'Dalc': {1: .70, 2: .19, 3: .06, 4: .025, 5: .025},
-    'Walc': {1: .38, 2: .23, 3: .19, 4: .13, 5: .07}, 'health': {1: .14, 2: .12, 3: .19, 4: .17, 5: .38},
-    'age': {15: .17, 16: .27, 17: .28, 18: .22, 19: .05, 20: .008, 21: .002, 22: .0},
-}
-UCI_COLUMNS = ['school', 'sex', 'age', 'address', 'famsize', 'Pstatus', 'Medu', 'Fedu', 'Mjob', 'Fjob', 'reason', 'guardian',
-               'traveltime', 'studytime', 'failures', 'schoolsup', 'famsup', 'paid', 'activities', 'nursery', 'higher',
-               'internet', 'romantic', 'famrel', 'freetime', 'goout', 'Dalc', 'Walc', 'health', 'absences', 'G1', 'G2', 'G3']
+def demo_spec(params: dict # loaded parameters
+             ) -> dict:
+    "The active schema's demo recipe: the YAML file named by `schemas.NAME.demo` (relative to params.yaml)."
+    name, rel = params['schema'], schema_block(params).get('demo')
+    if not rel: raise DataError(f"schema {name!r} declares no demo recipe (schemas.{name}.demo in params.yaml)")
+    path = resolve_path(params, rel)
+    if not path.exists(): raise DataError(f"{path}: demo recipe not found (schemas.{name}.demo in params.yaml)")
+    return _read_spec(str(path), path.stat().st_mtime_ns)
+
+@functools.lru_cache(maxsize=8)
+def _read_spec(path: str, mtime: int) -> dict:
+    "A recipe file, parsed once per version of the file (callers never change the dict)."
+    return read_yaml(Path(path).read_text(encoding='utf-8'))
 
 # %% ../nbs/01_data_prep.ipynb #be5be300
-def _draw(rng, col, n):
-    "Draw `n` values of `col` from its marginal frequencies."
-    vals, p = zip(*_CAT[col].items())
+def _draw(rng, freq: dict, n: int) -> np.ndarray:
+    "Draw `n` values from marginal frequencies `{value: share}`."
+    vals, p = zip(*freq.items())
     p = np.array(p) / sum(p)
     return np.array(vals, dtype=object)[rng.choice(len(vals), size=n, p=p)]
 
+def _step(rng, d: dict, s: dict, n: int):
+    "One recipe step: draw a column (`freq`, `negative_binomial`, `poisson`; capped by `max`) or tie it to another (`copy`, `at_least`)."
+    c = s['column']
+    if 'freq' in s: v = _draw(rng, s['freq'], n)
+    elif 'copy' in s: v = np.where(rng.random(n) < s['share'], d[s['copy']], d[c])
+    elif 'at_least' in s: v = np.maximum(d[c].astype(int), d[s['at_least']].astype(int))
+    elif 'negative_binomial' in s: v = rng.negative_binomial(*s['negative_binomial'], n)
+    elif 'poisson' in s: v = rng.poisson(s['poisson'], n)
+    else: raise DataError(f"demo recipe: step {s} has no freq, copy, at_least, negative_binomial or poisson")
+    d[c] = np.minimum(v, s['max']) if 'max' in s else v
+
+def latent_score(df: pd.DataFrame, # drawn inputs
+                 terms: list, # `{column, weight}` (a number column), `{column, equals, weight}` (a match), `{columns, weight}` (their mean); `offset` is subtracted
+                 scale: float, # standard deviation of the standardised sum
+                 noise: float, # standard deviation of the added N(0, noise)
+                 rng, # a numpy Generator
+                ) -> pd.Series:
+    "The standardised weighted sum of `terms` (a column, or `column == equals`; `offset` subtracted, `columns` averaged), times `scale`, plus N(0, noise)."
+    def term(t):
+        if 'columns' in t: return t['weight'] * sum(df[c].astype(float) for c in t['columns']) / len(t['columns'])
+        x = (df[t['column']] == t['equals']) if 'equals' in t else df[t['column']].astype(float)
+        return t['weight'] * (x - t['offset']) if 'offset' in t else t['weight'] * x
+    lin = functools.reduce(lambda a, b: a + b, (term(t) for t in terms))
+    return (lin - lin.mean()) / (lin.std() or 1) * scale + rng.normal(0, noise, len(df))
+
+def outcome_values(o: dict, # an outcome of a recipe: `{column, base, slope | from, noise, clip}` or `{column, cuts, labels, noise}`
+                   score: pd.Series, # the latent score (`latent_score`)
+                   out: dict, # the outcomes made so far (for `from`)
+                   rng, # a numpy Generator
+                  ):
+    "A number from the score (`base + slope * score`) or from an earlier outcome (`from` + `base`), plus N(0, noise) where `noise` is set; or a label cut from the score."
+    n, noise = len(score), o.get('noise')
+    if 'labels' in o: return np.array(o['labels'], dtype=object)[np.searchsorted(o['cuts'], score + rng.normal(0, noise, n) if noise else score)]
+    v = out[o['from']] + o.get('base', 0) if 'from' in o else o.get('base', 0) + o.get('slope', 1) * score
+    return v + rng.normal(0, noise, n) if noise else v
+
+def rounded(o: dict, values):
+    "An outcome with `clip: [low, high]` as whole numbers in that range; others unchanged."
+    return np.clip(np.round(values), *o['clip']).astype(int) if 'clip' in o else values
+
 def synthetic_students(n: int=620, # distinct students
                        seed: int=42, # random seed
+                       params: dict|None=None, # loaded parameters: the active schema and its demo recipe (default: the project's)
                       ) -> pd.DataFrame:
-    "`n` synthetic students with the UCI columns and realistic feature-grade relations (no duplicates, no gaps)."
+    "`n` synthetic students with the active schema's columns, drawn by its demo recipe (no duplicates, no gaps)."
+    params = params or load_params()
+    spec, schema = demo_spec(params), active_schema(params)
     rng = np.random.default_rng(seed)
-    d = {c: _draw(rng, c, n) for c in _CAT}
-    d['Fedu'] = np.where(rng.random(n) < .5, d['Medu'], d['Fedu'])
-    d['Walc'] = np.maximum(d['Walc'].astype(int), d['Dalc'].astype(int))
-    d['absences'] = np.minimum(rng.negative_binomial(1, .22, n), 32)
+    d = {}
+    for s in spec['steps']: _step(rng, d, s, n)
     df = pd.DataFrame(d)
-    num = lambda c: df[c].astype(float)
-    yes = lambda c: (df[c] == 'yes').astype(float)
-    lin = (-0.85 * num('failures') + 0.9 * yes('higher') + 0.25 * num('studytime') + 0.10 * (num('Medu') + num('Fedu')) / 2
-           - 0.12 * num('Dalc') - 0.05 * num('Walc') - 0.02 * num('absences') - 0.08 * num('goout') - 0.1 * (num('age') - 16)
-           + 0.25 * (df['school'] == 'GP') - 0.2 * yes('schoolsup') + 0.1 * yes('internet') + 0.08 * (df['sex'] == 'F'))
-    ability = (lin - lin.mean()) / lin.std() * 0.75 + rng.normal(0, 1, n)
-    g1 = 11.4 + 2.3 * ability + rng.normal(0, 1.2, n)
-    g2 = g1 + 0.2 + rng.normal(0, 1.0, n)
-    g3 = g2 + 0.35 + rng.normal(0, 0.8, n)
-    dropout = rng.random(n) < 0.015 + 0.04 * num('failures')
-    g3 = np.where(dropout, 0, g3)
-    g2 = np.where(dropout & (rng.random(n) < .5), 0, g2)
-    for c, g in (('G1', g1), ('G2', g2), ('G3', g3)): df[c] = np.clip(np.round(g), 0, 19).astype(int)
-    for c in df.columns:
-        if c not in ('absences', 'G1', 'G2', 'G3') and isinstance(next(iter(_CAT.get(c, {'': 0}))), (int, np.integer)):
-            df[c] = df[c].astype(int)
-    return df[UCI_COLUMNS]
+    sc = spec['score']
+    score = latent_score(df, sc['terms'], sc['scale'], sc['noise'], rng)
+    out = {}
+    for o in spec['outcomes']: out[o['column']] = outcome_values(o, score, out, rng)
+    if (dr := spec.get('dropout')):
+        p = dr['share']
+        for c, w in (dr.get('per') or {}).items(): p = p + w * df[c].astype(float)
+        gone = rng.random(n) < p
+        for c, share in dr['zero'].items(): out[c] = np.where(gone if share >= 1 else gone & (rng.random(n) < share), 0, out[c])
+    for o in spec['outcomes']: df[o['column']] = rounded(o, out[o['column']])
+    for s in spec['steps']:
+        if 'freq' in s and isinstance(next(iter(s['freq'])), (int, np.integer)): df[s['column']] = df[s['column']].astype(int)
+    if missing := [c for c in schema if c not in df]: raise DataError(f"demo recipe of schema {params['schema']!r} makes no column(s) {', '.join(missing)}")
+    return df[list(schema)]
 
 # %% ../nbs/01_data_prep.ipynb #e75c01e7
 def make_demo(distinct: int=620, # distinct valid students
@@ -421,31 +513,36 @@ def make_demo(distinct: int=620, # distinct valid students
               missing_cells: int=30, # input values blanked out
               invalid: int=2, # rows with an invalid value (quarantined by the data stage)
               seed: int=42, # random seed
+              params: dict|None=None, # loaded parameters: the active schema and its demo recipe (default: the project's)
              ) -> pd.DataFrame:
     "The demo table as a school might export it: synthetic students plus duplicates, gaps and a few invalid rows."
+    params = params or load_params()
     rng = np.random.default_rng(seed + 1)
-    df = synthetic_students(distinct + invalid, seed).astype(object)
-    inputs = [c for c in UCI_COLUMNS if c != 'G3']
+    df = synthetic_students(distinct + invalid, seed, params).astype(object)
+    tcol = target_column(active_target(params))
+    inputs = [c for c in active_schema(params) if c != tcol]
     for r, c in zip(rng.choice(distinct, missing_cells, replace=False), rng.choice(inputs, missing_cells)): df.at[r, c] = ''
-    bad = [('age', 31), ('Mjob', 'unemployed'), ('G3', 23), ('studytime', 7)]
+    bad = [tuple(b) for b in demo_spec(params).get('invalid') or []]
+    if invalid and not bad: raise DataError(f"demo recipe of schema {params['schema']!r} lists no `invalid` values for the {invalid} invalid row(s)")
     for k, r in enumerate(range(distinct, distinct + invalid)): df.at[r, bad[k % len(bad)][0]] = bad[k % len(bad)][1]
     dup = df.iloc[rng.choice(distinct, duplicates, replace=False)]
     df = pd.concat([df, dup], ignore_index=True)
     return df.iloc[rng.permutation(len(df))].reset_index(drop=True)
 
-def write_demo(path: str|Path, # where to write (UCI format: `;`-separated)
+def write_demo(path: str|Path, # where to write
                **kwargs, # passed to `make_demo`
               ) -> Path:
-    "Generate the demo table and write it atomically in the UCI file format."
-    with atomic_path(path) as tmp: make_demo(**kwargs).to_csv(tmp, sep=';', index=False, lineterminator='\n')
+    "Generate the demo table and write it atomically, `;`-separated like the UCI files unless the recipe says `sep`."
+    sep = demo_spec(kwargs.get('params') or load_params()).get('sep', ';')
+    with atomic_path(path) as tmp: make_demo(**kwargs).to_csv(tmp, sep=sep, index=False, lineterminator='\n')
     return Path(path)
 
 # %% ../nbs/01_data_prep.ipynb #761a337c
 def demo_kwargs(params: dict) -> dict:
-    "The generator's arguments from `params.yaml`."
+    "The generator's arguments from `params.yaml` (`data.demo_*`, `run.seed`, the active schema's recipe)."
     d = params['data']
     return dict(distinct=d['demo_rows'], duplicates=d['demo_duplicates'], missing_cells=d['demo_missing_cells'],
-                invalid=d['demo_invalid'], seed=params['run']['seed'])
+                invalid=d['demo_invalid'], seed=params['run']['seed'], params=params)
 
 # %% ../nbs/01_data_prep.ipynb #7ab646f3
 def run_prepare(params: dict, # loaded parameters (`run.dataset` names the data)
@@ -469,4 +566,4 @@ def read_cleaned(out: str|Path, # output folder of a run
     if not p.exists(): raise FileNotFoundError(f"{p} not found: run the prepare stage first (studentperf run --stages prepare)")
     df = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[''])
     df = with_dtypes(df, active_schema(params))
-    return df.astype({'pass': 'int64', 'grade_band': 'str'})
+    return df.astype({'pass': 'int64', **({'grade_band': 'str'} if 'grade_band' in df else {})})

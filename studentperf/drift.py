@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import pandas as pd
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
-from .config import load_params, local_kernel, parse_set, active_schema, default_out, project_root, write_json, write_text, write_csv, read_json
+from .config import load_params, parse_set, active_schema, active_target, default_out, write_json, write_text, write_csv, read_json
 from . import data as spdata, handoff, auth
 from .monitoring import reference_profile, category_key, predictions_frame, labelled_frame, make_engine, store_url, PROFILE_FILE
 
@@ -22,8 +22,8 @@ __all__ = ['log', 'TOO_FEW', 'PERF_METRICS', 'LOWER_IS_BETTER', 'THRESHOLD_FREE'
            'psi', 'ztest_proportions', 'chi2_counts', 'column_drift', 'prediction_drift', 'drift_report', 'drift_table',
            'card_figure', 'bootstrap_fast', 'performance_report', 'evaluate_rules', 'post_json', 'read_alerts',
            'dispatch', 'simulate_stream', 'promotion_decision', 'monitor_settings', 'time_column', 'read_window',
-           'outcome_labels', 'join_outcomes', 'load_reference', 'store_window', 'training_table', 'append_history',
-           'retrain', 'window_drift', 'window_performance', 'log_errors', 'add_commands']
+           'outcome_labels', 'join_outcomes', 'load_reference', 'store_window', 'training_table', 'with_target_column',
+           'append_history', 'retrain', 'window_drift', 'window_performance', 'log_errors', 'add_commands']
 
 # %% ../nbs/09_drift.ipynb #f38c566d
 def _counts(ref: dict) -> dict:
@@ -249,7 +249,7 @@ def evaluate_rules(rules: dict, # `monitoring.alerts.rules`: {name: {enabled, se
                                      lambda: {'last_prediction': last_prediction.isoformat(), 'days': r['days']}),
         'log_failures': lambda r: (log_failures is not None and log_failures > r.get('max', 0),
                                    lambda: f"{log_failures} prediction-log write failures (more than {r.get('max', 0)})",
-                                   lambda: {'failures': log_failures}),
+                                   lambda: {'log_failures': log_failures}),
     }
     unknown = [k for k in rules if k not in checks]
     if unknown: raise ValueError(f"unknown alert rule(s) {unknown} in monitoring.alerts.rules; known: {list(checks)}")
@@ -315,32 +315,38 @@ def dispatch(alerts: list, # from `evaluate_rules`
 # %% ../nbs/09_drift.ipynb #6359d6ed
 SCENARIOS = ('none', 'covariate', 'concept')
 
-def _concept_grades(df: pd.DataFrame, rng) -> np.ndarray:
-    "Final grades under a changed relation: the generator's main effects reversed."
-    num = lambda c: df[c].astype(float)
-    lin = (0.85 * num('failures') - 0.9 * (df['higher'] == 'yes') - 0.25 * num('studytime') + 0.03 * num('absences')
-           + 0.12 * num('Dalc') + 0.08 * num('goout'))
-    ability = (lin - lin.mean()) / (lin.std() or 1) * 0.9 + rng.normal(0, .8, len(df))
-    return np.clip(np.round(11.9 + 2.6 * ability), 0, 19).astype(int)
+def _shift(df: pd.DataFrame, s: dict, rng) -> pd.Series:
+    "One covariate change of the recipe's `drift.covariate`: `scale` a column, or `add` to it for a `share` of the rows; capped by `max`."
+    v = df[s['column']] * s['scale'] if 'scale' in s else df[s['column']] + s['add'] * (rng.random(len(df)) < s.get('share', 1))
+    return np.minimum(v, s['max']) if 'max' in s else v
 
 def simulate_stream(scenario: str, # none | covariate | concept
                     n: int, # requests
                     seed: int=0, # random seed
                     start: str='2026-01-05', # time of the first request (one request every hour or so)
+                    params: dict|None=None, # loaded parameters: the schema, its target and its demo recipe (default: the project's)
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    "`(requests, outcomes)`: inputs with `student_ref` and `requested_at`; `student_ref` with the final grade `G3` and `pass`."
+    """`(requests, outcomes)` from the demo generator: inputs with `student_ref` and `requested_at`; `student_ref` with the
+    target column and `pass`. The scenarios' changes come from the recipe's `drift:` block (`covariate`, `concept`)."""
     if scenario not in SCENARIOS: raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    params = params or load_params()
+    target, spec = active_target(params), spdata.demo_spec(params)
+    tcol, how = spdata.target_column(target), (spec.get('drift') or {}).get(scenario)
+    if scenario != 'none' and not how: raise ValueError(f"scenario {scenario!r}: the demo recipe of schema {params['schema']!r} has no drift.{scenario} block")
     rng = np.random.default_rng([seed, 7])
-    df = spdata.synthetic_students(n, seed=10_000 + seed)
+    df = spdata.synthetic_students(n, 10_000 + seed, params)
     t = pd.Timestamp(start, tz='UTC') + pd.to_timedelta(np.sort(rng.uniform(0, n, n)), unit='h')
     if scenario == 'covariate':
-        df['absences'] = np.minimum(df['absences'] * 2, 93)
-        df['failures'] = np.minimum(df['failures'] + (rng.random(n) < .35), 3)
-    g3 = _concept_grades(df, rng) if scenario == 'concept' else df['G3'].to_numpy()
+        for s in how: df[s['column']] = _shift(df, s, rng)
+    if scenario == 'concept':   # a new outcome from other effects: the relation between inputs and outcome changed
+        o = {k: v for k, v in how.items() if k in ('base', 'slope', 'clip', 'cuts', 'labels')}
+        y = spdata.rounded(o, spdata.outcome_values(o, spdata.latent_score(df, how['terms'], how['scale'], how['noise'], rng), {}, rng))
+    else: y = df[tcol].to_numpy()
     refs = [f's{seed}-{i:06d}' for i in range(n)]
-    req = df.drop(columns=['G3']).assign(student_ref=refs, requested_at=t.strftime('%Y-%m-%dT%H:%M:%S%z'))
-    out = pd.DataFrame({'student_ref': refs, 'G3': g3, 'pass': (g3 >= 10).astype(int)})
-    return req[['student_ref', 'requested_at', *[c for c in df.columns if c != 'G3']]], out
+    req = df.drop(columns=[tcol]).assign(student_ref=refs, requested_at=t.strftime('%Y-%m-%dT%H:%M:%S%z'))
+    ok = spdata.pass_labels(pd.Series(y), target, active_schema(params)[tcol].get('values') or [])
+    out = pd.DataFrame({'student_ref': refs, tcol: y, 'pass': ok.astype(int)})
+    return req[['student_ref', 'requested_at', *[c for c in df.columns if c != tcol]]], out
 
 # %% ../nbs/09_drift.ipynb #b61c5beb
 def promotion_decision(y_true, # outcomes of the newest labelled window, 1 = pass
@@ -405,12 +411,13 @@ def read_window(path: str|Path, # CSV of logged predictions
         df = df[keep]
     return df.reset_index(drop=True)
 
-def outcome_labels(df: pd.DataFrame, # rows with `pass` or the grade column
+def outcome_labels(df: pd.DataFrame, # rows with `pass` or the target column
                    params: dict, # loaded parameters (target)
                   ) -> pd.Series:
-    "1 = pass, 0 = at risk, NaN where no outcome arrived."
-    g = params['target']['grade_column']
-    if g in df: return (pd.to_numeric(df[g], errors='coerce') >= params['target']['pass_threshold']).astype(float).where(df[g].notna())
+    "1 = pass, 0 = at risk, NaN where no outcome arrived (from the target column when present, else `pass`)."
+    target = active_target(params)
+    g = spdata.target_column(target)
+    if g in df: return spdata.pass_labels(df[g], target, active_schema(params)[g].get('values') or [])
     if 'pass' in df: return pd.to_numeric(df['pass'], errors='coerce')
     return pd.Series(np.nan, index=df.index)
 
@@ -443,14 +450,23 @@ def store_window(store, # SQLAlchemy URL or engine of the prediction log
 
 # %% ../nbs/09_drift.ipynb #c21b4068
 def training_table(params: dict, # loaded parameters (`run.dataset`, schema, target)
-                   labelled: pd.DataFrame, # logged rows with outcomes (inputs and the grade column)
+                   labelled: pd.DataFrame, # logged rows with outcomes (inputs and the target column)
                   ) -> pd.DataFrame:
     "The original data's valid rows plus the labelled rows, in the schema's columns (duplicates are removed by the data stage)."
     schema = active_schema(params)
-    g = params['target']['grade_column']
-    if g not in labelled: raise ValueError(f"the labelled rows need the grade column {g!r} to be added to the training data")
+    g = spdata.target_column(active_target(params))
+    if g not in labelled: raise ValueError(f"the labelled rows need the target column {g!r} to be added to the training data")
     orig = spdata.load_dataset(params, params['run']['dataset']).data
     return pd.concat([orig[list(schema)], labelled.reindex(columns=list(schema))], ignore_index=True)
+
+def with_target_column(window: pd.DataFrame, # logged rows, e.g. `store_window`
+                       params: dict, # loaded parameters
+                      ) -> pd.DataFrame:
+    "The prediction log keeps a numeric outcome as `grade`: named as the target column for a grade target (other kinds keep `pass`)."
+    target = active_target(params)
+    g = spdata.target_column(target)
+    if spdata.target_kind(target) == 'grade' and g not in window and 'grade' in window: return window.rename(columns={'grade': g})
+    return window
 
 def append_history(models: str|Path, # `OUT/models`
                    record: dict) -> Path:
@@ -460,7 +476,7 @@ def append_history(models: str|Path, # `OUT/models`
     with open(p, 'a', encoding='utf-8') as f: f.write(json.dumps(record, default=str) + '\n')
     return p
 
-def retrain(labelled: pd.DataFrame, # logged predictions with outcomes (inputs, time, grade column)
+def retrain(labelled: pd.DataFrame, # logged predictions with outcomes (inputs, time, target column)
             models: str|Path, # the registry's models folder (`production.json` names the champion)
             out: str|Path, # where the work folder goes (`out/retrain/<time>/`)
             run_stages, # the runner's `run(stages, out, overrides, params_file, data_dir)`
@@ -469,8 +485,8 @@ def retrain(labelled: pd.DataFrame, # logged predictions with outcomes (inputs, 
     "Train a challenger without the newest labelled window, score both models on that window, promote only through the gate."
     params = load_params(params_file, overrides)
     rule = monitor_settings(params)['promotion']
-    models, g = Path(models), params['target']['grade_column']
-    if g not in labelled and 'grade' in labelled: labelled = labelled.rename(columns={'grade': g})   # the prediction log's name
+    models = Path(models)
+    labelled = with_target_column(labelled, params)
     champ = handoff.load_artifact(models)
     lab = labelled[outcome_labels(labelled, params).notna()]
     if (tc := time_column(lab)): lab = lab.assign(_t=pd.to_datetime(lab[tc], utc=True, format='mixed')).sort_values('_t').drop(columns='_t')
@@ -587,25 +603,19 @@ def _simulate_cmd(a) -> int:
     return 0
 
 def _report_cmd(a) -> int:
-    import papermill as pm
-    from nbconvert import HTMLExporter
-    import nbformat
-    src = project_root()/'nbs'/'09_drift.ipynb'
     dst = Path(a.out).resolve()/'reports'/'09_drift.ipynb'
-    dst.parent.mkdir(parents=True, exist_ok=True)
     prm = dict(params_file=a.params, overrides={}, out_dir=str(Path(a.out).resolve()), window=str(Path(a.window).resolve()) if a.window else None,
                store=a.store,
                outcomes=str(Path(a.outcomes).resolve()) if a.outcomes else None, models=str(Path(a.models).resolve()), since=a.since, until=a.until)
-    try: pm.execute_notebook(str(src), str(dst), parameters=prm, cwd=str(src.parent), kernel_name='python3', progress_bar=False, config=local_kernel())
-    except pm.PapermillExecutionError as e: return _err(f"the monitoring report failed: {e.ename}: {e.evalue}; see {dst}")
-    body, _ = HTMLExporter(exclude_input=True).from_notebook_node(nbformat.read(dst, as_version=4))
-    print(f"report: {write_text(dst.with_suffix('.html'), body)}")
+    try: a.execute('09_drift.ipynb', dst, prm, 'the monitoring report', code=False)
+    except RuntimeError as e: return _err(e)   # the runner's StageError names the executed notebook
+    print(f"report: {dst.with_suffix('.html')}")
     return 0
 
 def _retrain_cmd(a) -> int:
     try:
         params = load_params(a.params, parse_set(a.sets))
-        w = read_window(a.window) if a.window else store_window(a.store or store_url(params, a.out)).rename(columns={'grade': params['target']['grade_column']})
+        w = read_window(a.window) if a.window else with_target_column(store_window(a.store or store_url(params, a.out)), params)
         if a.outcomes: w = join_outcomes(w, pd.read_csv(a.outcomes, sep=None, engine='python'))
         rec = retrain(w, a.models, a.out, a.run_stages, a.params, {**({'run.quick': True} if a.quick else {}), **parse_set(a.sets)})
     except (ValueError, FileNotFoundError, KeyError, handoff.ArtifactError, sa.exc.SQLAlchemyError, urllib.error.URLError) as e: return _err(e)
@@ -616,6 +626,7 @@ def _retrain_cmd(a) -> int:
 def add_commands(monitor, # the `studentperf monitor` subparsers
                  top, # the top-level subparsers (for `studentperf retrain`)
                  run_stages=None, # the runner's `run(stages, out, overrides, params_file, data_dir)`
+                 execute=None, # the runner's `execute(notebook, dst, parameters, what, html, code)` (papermill + HTML)
                 ):
     "Register `monitor drift|check|report|simulate` and `retrain` (each parser sets `func`, which returns the exit code)."
     models = default_out()/'models'
@@ -630,7 +641,7 @@ def add_commands(monitor, # the `studentperf monitor` subparsers
     c.set_defaults(func=_check_cmd, run_stages=run_stages)
     r = monitor.add_parser('report', help='execute the monitoring notebook into OUT/reports/09_drift.ipynb and .html')
     _window_args(r, models); r.add_argument('--outcomes', help='CSV of outcomes')
-    r.set_defaults(func=_report_cmd)
+    r.set_defaults(func=_report_cmd, execute=execute)
     s = monitor.add_parser('simulate', help='write a simulated stream of requests and later outcomes')
     s.add_argument('--scenario', choices=SCENARIOS, default='none'); s.add_argument('--n', type=int, default=500)
     s.add_argument('--seed', type=int, default=0); s.add_argument('--out', required=True, help='folder for requests.csv and outcomes.csv')

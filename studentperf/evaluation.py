@@ -16,8 +16,8 @@ from sklearn.metrics import classification_report as sk_classification_report
 from sklearn.base import clone
 from scipy.special import expit, logit
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from .config import load_params, atomic_path, read_json, write_json, write_text, write_csv, save_figure
-from .data import read_cleaned, run_prepare
+from .config import load_params, schema_block, atomic_path, read_json, write_json, write_text, write_csv, save_figure
+from .data import dataset_name, read_cleaned, run_prepare
 from .features import split_xy
 from .modeling import load_model
 
@@ -262,7 +262,7 @@ def group_metrics(groups: pd.DataFrame, # one row per student (same order as `y_
     y, p = check_scores(y_true, p_pass)
     if len(groups) != len(y): raise ValueError(f"groups has {len(groups)} rows for {len(y)} students")
     missing = [c for c in columns if c not in groups.columns]
-    if missing: raise KeyError(f"evaluate.groups: column(s) {missing} not in the data; available: {list(groups.columns)}")
+    if missing: raise KeyError(f"group column(s) {missing} not in the data; available: {list(groups.columns)}")
     rows = []
     for c in columns:
         g = groups[c].astype(object).where(groups[c].notna(), 'missing').astype(str).to_numpy()
@@ -406,7 +406,7 @@ def evaluate(y_true, # hold-out outcomes, 1 = pass
     nb = bs['n_quick'] if is_quick(params) else bs['n']
     cis = {k: bootstrap_ci(y, p, t, bs['metrics'], nb, bs['confidence'], params['run']['seed']) for k, t in ths.items()}
     G = X if groups is None else groups.reset_index(drop=True)
-    groups = pd.concat([group_metrics(G, y, p, ep['groups'], t).assign(at=k) for k, t in ths.items()], ignore_index=True)
+    groups = pd.concat([group_metrics(G, y, p, schema_block(params).get('groups') or [], t).assign(at=k) for k, t in ths.items()], ignore_index=True)
     gaps = pd.concat([group_gaps(groups[groups['at'] == k]).assign(at=k) for k in ths], ignore_index=True)
     students = X.assign(y=y, p_pass=p, risk=risk_score(p), **{f'outcome_{k}': outcomes(y, p, t) for k, t in ths.items()})
     oc = students[f"outcome_{ep['error_analysis_at']}"].to_numpy()
@@ -700,7 +700,7 @@ def run_evaluate(params: dict, # loaded parameters
     est = model.steps[-1][1] if hasattr(model, 'steps') else model
     name = tm.get('selected') or type(est).__name__
     run = params['run']
-    dataset = f"{run['dataset'] if run['dataset'] in ('demo', 'mat', 'por') else Path(run['dataset']).name}, setup {run['setup']}"
+    dataset = f"{dataset_name(run['dataset'])}, setup {run['setup']}"
     src = ep['threshold']['source']
     if src not in ('cv', 'test'): raise ValueError(f"evaluate.threshold.source must be cv or test, not {src!r}")
     oof = None
@@ -708,8 +708,9 @@ def run_evaluate(params: dict, # loaded parameters
         Xtr, ytr = split_xy(train, params)
         folds = ep['threshold']['cv_folds_quick' if is_quick(params) else 'cv_folds']
         oof = (ytr.to_numpy(), oof_p_pass(model, Xtr, ytr, folds, run['seed']))
-    groups = test.reset_index(drop=True)[ep['groups']] if set(ep['groups']) <= set(test.columns) else None
-    if groups is None: raise KeyError(f"evaluate.groups: column(s) {sorted(set(ep['groups']) - set(test.columns))} not in the cleaned table")
+    gcols = schema_block(params).get('groups') or []   # the active schema's `groups`
+    groups = test.reset_index(drop=True)[gcols] if set(gcols) <= set(test.columns) else None
+    if groups is None: raise KeyError(f"schemas.{params['schema']}.groups: column(s) {sorted(set(gcols) - set(test.columns))} not in the cleaned table")
     base_rate = float(split_xy(train, params)[1].mean())   # the training pass rate: the base-rate reference
     ev = evaluate(yte.to_numpy(), p, Xte, params, name, dataset, oof, groups=groups, base_rate=base_rate)
     comp_path = out/'metrics'/'model_comparison.csv'

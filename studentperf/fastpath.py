@@ -16,7 +16,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline as SkPipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
-from .features import ENGINEERED, EngineeredFeatures, Log1p, SchemaCheck
+from .features import ENGINEERED_OPS, EngineeredFeatures, Log1p, SchemaCheck, describe_engineered, engineer_values
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +44,6 @@ def _missing_obj(a: np.ndarray) -> np.ndarray:
     "True where a text value is missing (None or NaN)."
     return pd_isna(a)
 
-def _engineer(cols: dict, name: str, bands: np.ndarray) -> np.ndarray:
-    "`features.engineer` on arrays (same rules, no pandas)."
-    yes = lambda c: np.where(_missing_obj(cols[c]), np.nan, (cols[c] == 'yes').astype('float64'))
-    with np.errstate(divide='ignore', invalid='ignore'):
-        if name == 'total_alc': return cols['Dalc'] + cols['Walc']
-        if name == 'parent_edu_max': return np.fmax(cols['Medu'], cols['Fedu'])
-        if name == 'any_failure': f = cols['failures']; return np.where(np.isnan(f), np.nan, (f > 0).astype('float64'))
-        if name == 'absences_band':
-            a = cols['absences']; return np.where(np.isnan(a), np.nan, np.searchsorted(bands, a, side='left').astype('float64'))
-        if name == 'support_count': return yes('schoolsup') + yes('famsup') + yes('paid')
-        if name == 'study_per_free': return cols['studytime'] / cols['freetime']
-    raise NotCompilable(f"engineered feature {name!r}")
 
 
 # %% ../nbs/11_fastpath.ipynb #ef3ece80
@@ -110,14 +98,13 @@ class Transform:
     "The compiled preprocessing of a pipeline: raw columns (see `columns_of`) to the model's feature matrix (float64)."
     columns: list # input columns, in order
     categorical: set # the text input columns
-    engineered: list # engineered feature names
-    bands: np.ndarray # absences band edges
+    engineered: dict # engineered features: `{name: declaration}` (computed by `features.engineer_values`)
     groups: list # `(columns, function)` per ColumnTransformer group, in output order
     sources: list # the input column (or engineered feature) behind each output feature
     reference: dict # the reference student: each column's imputation value (median / most frequent of the training rows)
     def __call__(self, cols: dict) -> np.ndarray:
         cols = dict(cols)
-        for n in self.engineered: cols[n] = _engineer(cols, n, self.bands)
+        for n, s in self.engineered.items(): cols[n] = engineer_values(cols, s)
         parts = []
         for cs, fn in self.groups:
             M = np.column_stack([cols[c] for c in cs]) if cs else np.empty((len(next(iter(cols.values()))), 0))
@@ -149,11 +136,10 @@ def compile_transform(steps: list # the fitted preprocessing steps `[(name, step
         else: sources += list(cs)
         imp = next((s for s in sub if isinstance(s, SimpleImputer)), None)
         if imp is not None: reference.update(zip(cs, imp.statistics_))
-    names = list(eng.names) if eng is not None else []
-    for n in names:
-        if n not in ENGINEERED: raise NotCompilable(f"engineered feature {n!r}")
-    bands = np.asarray(eng.absences_bands if eng is not None else (0, 5, 15), dtype='float64')
-    return Transform(list(check.columns), set(check.categorical), names, bands, groups, sources, reference)
+    specs = dict((eng.specs or {}) if eng is not None else {})
+    for n, s in specs.items():
+        if s.get('op') not in ENGINEERED_OPS: raise NotCompilable(f"engineered feature {n!r} (op {s.get('op')!r})")
+    return Transform(list(check.columns), set(check.categorical), specs, groups, sources, reference)
 
 
 # %% ../nbs/11_fastpath.ipynb #7f648912
@@ -268,16 +254,16 @@ def _value(v) -> object:
     if isinstance(v, (float, np.floating)) and math.isfinite(v) and float(v).is_integer(): return int(v)
     return v.item() if isinstance(v, np.generic) else v
 
-def _factor(name: str, value, effect: float) -> dict:
-    desc = f" ({ENGINEERED[name][2].split(' (')[0]})" if name in ENGINEERED else ''
+def _factor(name: str, value, effect: float, engineered: dict) -> dict:
+    desc = f" ({describe_engineered(engineered[name]).split(' (')[0]})" if name in engineered else ''
     return {'factor': name, 'value': value, 'effect': round(float(effect), 4),
             'text': f"{name} = {value}{desc}: {'raises' if effect > 0 else 'lowers'} risk"}
 
-def _top(effects: dict, values: dict, top: int) -> tuple[list, list]:
+def _top(effects: dict, values: dict, top: int, engineered: dict) -> tuple[list, list]:
     "The `top` factors with the largest positive (raise risk) and negative (lower risk) effects."
     order = sorted(effects, key=lambda k: -abs(effects[k]))
-    up = [_factor(k, values[k], effects[k]) for k in order if effects[k] > 1e-12][:top]
-    down = [_factor(k, values[k], effects[k]) for k in order if effects[k] < -1e-12][:top]
+    up = [_factor(k, values[k], effects[k], engineered) for k in order if effects[k] > 1e-12][:top]
+    down = [_factor(k, values[k], effects[k], engineered) for k in order if effects[k] < -1e-12][:top]
     return up, down
 
 LINEAR_METHOD = 'exact: contributions to the log-odds of risk, relative to the reference student (logistic regression)'
@@ -313,13 +299,13 @@ def contributions(fp: FastPredictor, # a compiled logistic regression
 
 def _values(tr: Transform, cols: dict, i: int) -> dict:
     v = {c: _value(cols[c][i]) for c in tr.columns}
-    for n in tr.engineered: v[n] = _value(_engineer({k: cols[k][i:i+1] for k in tr.columns}, n, tr.bands)[0])
+    for n, s in tr.engineered.items(): v[n] = _value(engineer_values({k: cols[k][i:i+1] for k in tr.columns}, s)[0])
     return v
 
 def _explain_linear(fp, tr, cols, top):
     con, base = contributions(fp, cols)
     n = len(next(iter(cols.values())))
-    for i in range(n): yield (*_top({k: v[i] for k, v in con.items()}, _values(tr, cols, i), top), round(base, 4))
+    for i in range(n): yield (*_top({k: v[i] for k, v in con.items()}, _values(tr, cols, i), top, tr.engineered), round(base, 4))
 
 def _explain_local(fp, tr, cols, top):
     n, cs = len(next(iter(cols.values()))), tr.columns
@@ -329,5 +315,5 @@ def _explain_local(fp, tr, cols, top):
     risk_alt = (1 - fp.proba_fn(alt)).reshape(len(cs), n)
     base = float(1 - fp.proba_fn(_ref_cols(tr, 1))[0])
     for i in range(n):
-        yield (*_top({c: risk[i] - risk_alt[j, i] for j, c in enumerate(cs)}, _values(tr, cols, i), top), round(base, 4))
+        yield (*_top({c: risk[i] - risk_alt[j, i] for j, c in enumerate(cs)}, _values(tr, cols, i), top, tr.engineered), round(base, 4))
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_features.ipynb #6de81962
 from __future__ import annotations
-import json, tempfile, warnings
+import functools, json, tempfile, warnings
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -14,28 +14,28 @@ from sklearn.impute import SimpleImputer
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
-from .config import load_params, active_schema, write_json
-from .data import run_prepare, read_cleaned
+from .config import load_params, active_schema, active_setups, active_target, schema_block, write_json
+from .data import run_prepare, read_cleaned, target_column
 
 # %% auto #0
-__all__ = ['ENGINEERED', 'CHOICES', 'GROUP_KIND', 'SCALED_GROUPS', 'MANIFEST_TEST_SIZE', 'FeatureError', 'setup_columns',
-           'split_xy', 'UnknownCategoryWarning', 'SchemaCheck', 'engineer', 'EngineeredFeatures', 'Log1p',
-           'onehot_name', 'feature_choices', 'column_groups', 'group_transformer', 'build_preprocessor', 'find_step',
-           'count_unknown', 'scaled_features', 'feature_table', 'manifest_test_size', 'feature_manifest',
-           'run_features', 'feature_counts']
+__all__ = ['ENGINEERED_OPS', 'CHOICES', 'GROUP_KIND', 'SCALED_GROUPS', 'MANIFEST_TEST_SIZE', 'FeatureError', 'setup_columns',
+           'split_xy', 'UnknownCategoryWarning', 'SchemaCheck', 'engineered_specs', 'describe_engineered',
+           'engineer_values', 'engineer', 'EngineeredFeatures', 'Log1p', 'onehot_name', 'feature_choices',
+           'column_groups', 'group_transformer', 'build_preprocessor', 'find_step', 'count_unknown', 'scaled_features',
+           'feature_table', 'manifest_test_size', 'feature_manifest', 'run_features', 'feature_counts']
 
 # %% ../nbs/02_features.ipynb #31553640
 class FeatureError(ValueError):
     "Input that the features pipeline cannot use; the message names the column(s) and what was expected."
 
 def setup_columns(params: dict, # loaded parameters
-                  setup: str|None=None, # A | B | C; default `run.setup`
+                  setup: str|None=None, # a setup of the active schema (A | B | C for UCI); default `run.setup`
                  ) -> list[str]:
-    "The raw input columns of a setup: the schema's columns minus the grade column and the setup's left-out prior grades."
+    "The raw input columns of a setup: the schema's columns minus the target column and the setup's left-out prior columns."
     setup = setup or params['run']['setup']
-    setups = params['features']['setups']
-    if setup not in setups: raise FeatureError(f"unknown setup {setup!r}; params.yaml `features.setups` declares {', '.join(setups)}")
-    drop = {params['target']['grade_column'], *setups[setup]}
+    setups = active_setups(params)
+    if setup not in setups: raise FeatureError(f"unknown setup {setup!r}; schema {params['schema']!r} declares {', '.join(setups)}")
+    drop = {target_column(active_target(params)), *setups[setup]}
     return [c for c in active_schema(params) if c not in drop]
 
 # %% ../nbs/02_features.ipynb #c9e04c54
@@ -117,58 +117,71 @@ class SchemaCheck(TransformerMixin, BaseEstimator):
         return np.array(list(self.columns), dtype=object)
 
 # %% ../nbs/02_features.ipynb #ac5dd046
-ENGINEERED = {  # name: (input columns, kind, description); kind 'flag' = 0/1 (not scaled), 'scaled' = number (scaled)
-    'total_alc': (['Dalc', 'Walc'], 'scaled', 'Dalc + Walc'),
-    'parent_edu_max': (['Medu', 'Fedu'], 'scaled', 'max(Medu, Fedu)'),
-    'any_failure': (['failures'], 'flag', 'failures > 0'),
-    'absences_band': (['absences'], 'scaled', 'absences band 0 | 1-5 | 6-15 | >15 (edges from features.absences_bands)'),
-    'support_count': (['schoolsup', 'famsup', 'paid'], 'scaled', "count of 'yes' in schoolsup, famsup, paid"),
-    'study_per_free': (['studytime', 'freetime'], 'scaled', 'studytime / freetime'),
-}
+ENGINEERED_OPS = {'sum': 'scaled', 'max': 'scaled', 'positive': 'flag', 'bands': 'scaled', 'count_equal': 'scaled', 'ratio': 'scaled'}
+# op -> kind of the result: 'flag' = 0/1 (imputed, not scaled), 'scaled' = a number (imputed and scaled)
 
-def _yes(s: pd.Series) -> pd.Series:
-    "1.0 for 'yes', 0.0 for another value, NaN when missing."
-    return (s == 'yes').astype('float64').where(s.notna(), np.nan)
+def engineered_specs(params: dict # loaded parameters
+                    ) -> dict:
+    "`{name: {op, columns, edges?, value?}}`: the engineered features the active schema declares (`schemas.NAME.engineered`)."
+    return dict(schema_block(params).get('engineered') or {})
+
+def describe_engineered(spec: dict # one feature's declaration
+                       ) -> str:
+    "The feature in words: `Dalc + Walc`, `max(Medu, Fedu)`, `failures > 0`, `absences band 0-3 (upper edges 0, 5, 15)`, ..."
+    op, c = spec['op'], list(spec['columns'])
+    if op == 'sum': return ' + '.join(c)
+    if op == 'max': return f"max({', '.join(c)})"
+    if op == 'positive': return f"{c[0]} > 0"
+    if op == 'bands': return f"{c[0]} band 0-{len(spec['edges'])} (upper edges {', '.join(map(str, spec['edges']))})"
+    if op == 'count_equal': return f"count of {spec['value']!r} in {', '.join(c)}"
+    if op == 'ratio': return f"{c[0]} / {c[1]}"
+    raise FeatureError(f"unknown engineered operation {op!r}; known: {', '.join(ENGINEERED_OPS)}")
+
+def engineer_values(cols: dict, # `{column: 1-d array}`: float64 numbers with NaN, object text with None/NaN
+                    spec: dict, # one feature's declaration
+                   ) -> np.ndarray:
+    "One engineered feature on arrays (the one implementation of each operation: the pipeline and `fastpath` both use it); missing inputs give NaN."
+    op, c = spec['op'], list(spec['columns'])
+    with np.errstate(divide='ignore', invalid='ignore'):
+        if op == 'sum': return functools.reduce(np.add, (cols[x] for x in c))
+        if op == 'max': return functools.reduce(np.fmax, (cols[x] for x in c))
+        if op == 'positive': f = cols[c[0]]; return np.where(np.isnan(f), np.nan, (f > 0).astype('float64'))
+        if op == 'bands':
+            a = cols[c[0]]; return np.where(np.isnan(a), np.nan, np.searchsorted(np.asarray(spec['edges'], dtype='float64'), a, side='left').astype('float64'))
+        if op == 'count_equal':
+            return functools.reduce(np.add, (np.where(pd.isna(cols[x]), np.nan, (cols[x] == spec['value']).astype('float64')) for x in c))
+        if op == 'ratio': return cols[c[0]] / cols[c[1]]
+    raise FeatureError(f"unknown engineered operation {op!r}; known: {', '.join(ENGINEERED_OPS)}")
 
 def engineer(X: pd.DataFrame, # checked inputs (numbers as float, categories as object, NaN for missing)
-             name: str, # a key of `ENGINEERED`
-             absences_bands: list=(0, 5, 15), # upper edges of the absence bands 0, 1, 2 (above the last: 3)
+             spec: dict, # one feature's declaration
             ) -> pd.Series:
-    "One engineered feature, computed row by row; missing inputs give a missing value (imputed later)."
-    if name == 'total_alc': return X['Dalc'] + X['Walc']
-    if name == 'parent_edu_max': return X[['Medu', 'Fedu']].max(axis=1, skipna=True)
-    if name == 'any_failure': return (X['failures'] > 0).astype('float64').where(X['failures'].notna(), np.nan)
-    if name == 'absences_band':
-        band = np.searchsorted(np.asarray(absences_bands, dtype='float64'), X['absences'].to_numpy('float64'), side='left')
-        return pd.Series(band, index=X.index, dtype='float64').where(X['absences'].notna(), np.nan)
-    if name == 'support_count': return _yes(X['schoolsup']) + _yes(X['famsup']) + _yes(X['paid'])
-    if name == 'study_per_free': return X['studytime'] / X['freetime']
-    raise FeatureError(f"unknown engineered feature {name!r}; known: {', '.join(ENGINEERED)}")
+    "One engineered feature of a table, computed row by row (`engineer_values`); missing inputs give a missing value (imputed later)."
+    return pd.Series(engineer_values({x: X[x].to_numpy() for x in spec['columns']}, spec), index=X.index, dtype='float64')
 
 class EngineeredFeatures(TransformerMixin, BaseEstimator):
-    "Append the engineered features named in `names` to a checked input table (row-wise; nothing is learned)."
-    def __init__(self, names: list=(), # keys of `ENGINEERED`
-                 absences_bands: list=(0, 5, 15), # upper edges of the absence bands
+    "Append the engineered features declared in `specs` to a checked input table (row-wise; nothing is learned)."
+    def __init__(self, specs: dict|None=None, # `{name: {op, columns, edges?, value?}}` (see `engineered_specs`)
                 ):
-        self.names, self.absences_bands = names, absences_bands
+        self.specs = specs
 
     def fit(self, X, y=None):
-        unknown = [n for n in self.names if n not in ENGINEERED]
-        if unknown: raise FeatureError(f"unknown engineered feature(s) {', '.join(unknown)}; known: {', '.join(ENGINEERED)}")
-        need = [c for n in self.names for c in ENGINEERED[n][0] if c not in X.columns]
-        if need: raise FeatureError(f"engineered feature(s) need column(s) {', '.join(dict.fromkeys(need))}, absent from the input")
+        for n, s in (self.specs or {}).items():
+            if s.get('op') not in ENGINEERED_OPS: raise FeatureError(f"engineered feature {n}: unknown op {s.get('op')!r}; known: {', '.join(ENGINEERED_OPS)}")
+            need = [c for c in s['columns'] if c not in X.columns]
+            if need: raise FeatureError(f"engineered feature {n} needs column(s) {', '.join(need)}, absent from the input")
         self.feature_names_in_ = np.array(list(X.columns), dtype=object)
         self.n_features_in_ = X.shape[1]
         return self
 
     def transform(self, X):
         X = X.copy()
-        for n in self.names: X[n] = engineer(X, n, self.absences_bands)
+        for n, s in (self.specs or {}).items(): X[n] = engineer(X, s)
         return X
 
     def get_feature_names_out(self, input_features=None):
         base = list(self.feature_names_in_ if input_features is None else input_features)
-        return np.array(base + list(self.names), dtype=object)
+        return np.array(base + list(self.specs or {}), dtype=object)
 
 # %% ../nbs/02_features.ipynb #00a46db9
 class Log1p(TransformerMixin, BaseEstimator):
@@ -204,9 +217,11 @@ def feature_choices(params: dict, # loaded parameters
     cfg.update(choices)
     for k, allowed in CHOICES.items():
         if cfg[k] not in allowed: raise FeatureError(f"features.{k} must be one of {', '.join(allowed)}, not {cfg[k]!r}")
-    cfg['engineered'] = list(cfg.get('engineered') or [])
-    unknown = [n for n in cfg['engineered'] if n not in ENGINEERED]
-    if unknown: raise FeatureError(f"unknown engineered feature(s) {', '.join(unknown)}; known: {', '.join(ENGINEERED)}")
+    specs = engineered_specs(params)
+    cfg['engineered'] = list(specs) if cfg.get('engineered') == 'all' else list(cfg.get('engineered') or [])
+    unknown = [n for n in cfg['engineered'] if n not in specs]
+    if unknown: raise FeatureError(f"unknown engineered feature(s) {', '.join(unknown)}; schema {params['schema']!r} declares {', '.join(specs) or 'none'}")
+    cfg['skew_columns'] = list(schema_block(params).get('skew_columns') or [])
     return cfg
 
 # %% ../nbs/02_features.ipynb #fda3984a
@@ -232,15 +247,15 @@ def column_groups(params: dict, # loaded parameters
                   **choices, # overrides of `params['features']`
                  ) -> dict:
     "`{group: columns}`: which input and engineered columns share an encoding (see `GROUP_KIND`, `group_transformer`)."
-    cfg, schema = feature_choices(params, **choices), active_schema(params)
+    cfg, schema, specs = feature_choices(params, **choices), active_schema(params), engineered_specs(params)
     cols = setup_columns(params, setup)
     by = {k: [c for c in cols if schema[c]['kind'] == k] for k in ('binary', 'nominal', 'ordinal', 'numeric', 'grade')}
     skewed = [c for c in by['numeric'] if cfg['skew'] == 'log1p' and c in cfg['skew_columns']]
     g = {'binary': by['binary'], 'nominal': by['nominal'],
          ('ordinal' if cfg['ordinal'] == 'ordinal' else 'ordinal_onehot'): by['ordinal'],
          'numeric': [c for c in by['numeric'] if c not in skewed], 'skewed': skewed, 'grade': by['grade'],
-         'eng_flag': [n for n in cfg['engineered'] if ENGINEERED[n][1] == 'flag'],
-         'eng_scaled': [n for n in cfg['engineered'] if ENGINEERED[n][1] == 'scaled']}
+         'eng_flag': [n for n in cfg['engineered'] if ENGINEERED_OPS[specs[n]['op']] == 'flag'],
+         'eng_scaled': [n for n in cfg['engineered'] if ENGINEERED_OPS[specs[n]['op']] == 'scaled']}
     return {k: v for k, v in g.items() if v}
 
 GROUP_KIND = {'binary': 'binary', 'nominal': 'nominal', 'ordinal': 'ordinal', 'ordinal_onehot': 'ordinal', 'numeric': 'numeric',
@@ -285,7 +300,7 @@ def build_preprocessor(params: dict, # loaded parameters
     categorical = [c for c in cols if schema[c]['kind'] in ('binary', 'nominal')]
     known = {c: list(schema[c]['values']) for c in cols if 'values' in schema[c]}
     return Pipeline([('check', SchemaCheck(cols, categorical, known, context=f'setup {setup}')),
-                     ('engineer', EngineeredFeatures(cfg['engineered'], list(cfg.get('absences_bands', (0, 5, 15))))),
+                     ('engineer', EngineeredFeatures({n: engineered_specs(params)[n] for n in cfg['engineered']})),
                      ('encode', ct)])
 
 # %% ../nbs/02_features.ipynb #57213414
@@ -333,15 +348,15 @@ def _describe(step, cols: list, col: str, name: str) -> str:
 def feature_table(pre: Pipeline # a FITTED preprocessor from `build_preprocessor`
                  ) -> pd.DataFrame:
     "One row per output feature: `name`, `source` (input column(s)), `kind`, `transform`."
-    rows = []
+    rows, specs = [], dict(pre.named_steps['engineer'].specs or {})
     for gname, tr, cols in pre.named_steps['encode'].transformers_:
         if gname == 'remainder': continue
         steps = [s for _, s in tr.steps] if isinstance(tr, Pipeline) else [tr]
         for n in tr.get_feature_names_out(cols):
             col = n if n in cols else max((c for c in cols if n.startswith(c + '_')), key=len)
-            src = ' + '.join(ENGINEERED[col][0]) if col in ENGINEERED else col
+            src = ' + '.join(specs[col]['columns']) if col in specs else col
             trans = '; '.join(_describe(s, cols, col, n) for s in steps)
-            if col in ENGINEERED: trans = f"{ENGINEERED[col][2]}; {trans}"
+            if col in specs: trans = f"{describe_engineered(specs[col])}; {trans}"
             rows.append({'name': n, 'source': src, 'kind': GROUP_KIND[gname], 'transform': trans})
     return pd.DataFrame(rows, columns=['name', 'source', 'kind', 'transform'])
 
@@ -362,7 +377,8 @@ def feature_manifest(pre: Pipeline, # a FITTED preprocessor from `build_preproce
     cfg = feature_choices(params, **choices)
     ft = feature_table(pre)
     return {'dataset': params['run']['dataset'], 'setup': setup or params['run']['setup'], 'schema': params['schema'],
-            'choices': {k: cfg[k] for k in (*CHOICES, 'skew_columns', 'impute', 'engineered', 'absences_bands') if k in cfg},
+            'choices': {**{k: cfg[k] for k in (*CHOICES, 'skew_columns', 'impute', 'engineered') if k in cfg},
+                        'engineered_ops': {n: engineered_specs(params)[n] for n in cfg['engineered']}},
             'fitted_on': fitted_on or {}, 'input_columns': list(pre.named_steps['check'].columns),
             'n_features': len(ft), 'count_by_kind': {k: int(v) for k, v in ft.groupby('kind', sort=False).size().items()},
             'features': ft.to_dict(orient='records')}
@@ -389,13 +405,13 @@ def run_features(params: dict, # loaded parameters (`run.dataset`, `run.setup`, 
 # %% ../nbs/02_features.ipynb #c876fdf4
 def feature_counts(params: dict, # loaded parameters
                    tables: dict, # {dataset name: cleaned table}
-                   setups: list|None=None, # default: every setup in `features.setups`
+                   setups: list|None=None, # default: every setup of the active schema
                    **choices, # feature choices
                   ) -> pd.DataFrame:
     "Number of input columns and of model-ready features per dataset and setup (fitted on the stratified training part)."
     rows = []
     for ds, d in tables.items():
-        for s in setups or list(params['features']['setups']):
+        for s in setups or list(active_setups(params)):
             X, y = split_xy(d, params, s)
             X_tr, *_ = train_test_split(X, y, test_size=manifest_test_size(params), stratify=y, random_state=params['run']['seed'])
             pre = build_preprocessor(params, s, **choices).fit(X_tr)

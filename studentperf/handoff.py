@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
-from .config import load_params, active_schema, atomic_path, write_json, write_text, project_root, git_commit, read_json, current_umask, save_figure
+from .config import load_params, active_schema, active_target, atomic_path, write_json, write_text, project_root, git_commit, read_json, current_umask, save_figure
 from . import data as spdata, monitoring
 from .features import setup_columns, split_xy
 from .modeling import save_model, load_model
@@ -25,13 +25,13 @@ __all__ = ['CARD_SCHEMA_VERSION', 'INTENDED_USE', 'LIMITS', 'CALIBRATION_KEYS', 
 # %% ../nbs/05_handoff.ipynb #00d7605b
 CARD_SCHEMA_VERSION = 1
 
-INTENDED_USE = ("Flag secondary-school students who may fail the course (final grade below the pass threshold), early "
+INTENDED_USE = ("Flag secondary-school students who may fail the course (at risk as the target below defines it), early "
                 "enough for teachers to offer help. A flag is a prompt for a conversation, not a verdict.")
 LIMITS = [
-    "Trained on one school system's records (UCI: two Portuguese schools, 2005-2006) or on the configured dataset; "
-    "other schools, years or courses need retraining and a fresh evaluation.",
+    "Trained on one school system's records (the training data named on this card); other schools, years or courses "
+    "need retraining and a fresh evaluation.",
     "Probabilities are estimates with wide uncertainty on small hold-out sets (see the evaluation's confidence intervals).",
-    "The model sees associations, not causes: changing an input (e.g. alcohol use) will not necessarily change the outcome.",
+    "The model sees associations, not causes: changing an input (a habit, an attendance count) will not necessarily change the outcome.",
     "Performance differs between groups of students (see the evaluation's per-group table); check it before relying on it.",
     "Never use it to decide grades, admissions or sanctions; a teacher reviews every flag.",
 ]
@@ -50,8 +50,7 @@ def model_version(created: dt.datetime, # training time (UTC)
                   data_sha256: str, # SHA-256 of the training table
                  ) -> str:
     "A sortable, readable version: `YYYYMMDD.HHMMSS-<dataset>-<setup>-<data hash>`."
-    ds = Path(dataset).stem if dataset not in ('demo', 'mat', 'por') else dataset
-    return f"{created:%Y%m%d.%H%M%S}-{ds}-{setup}-{data_sha256[:8]}"
+    return f"{created:%Y%m%d.%H%M%S}-{spdata.dataset_name(dataset)}-{setup}-{data_sha256[:8]}"
 
 # %% ../nbs/05_handoff.ipynb #1529b0b1
 CALIBRATION_KEYS = ('brier', 'brier_base_rate', 'brier_skill', 'ece', 'calibration_slope', 'calibration_intercept')
@@ -89,7 +88,7 @@ def card_markdown(card: dict) -> str:
 | code (git commit) | `{card['git_commit']}` |
 | training data | {card['training_data']['dataset']} ({card['training_data']['rows_train']} training rows of {card['training_data']['rows']}; SHA-256 `{card['training_data']['sha256'][:16]}...`) |
 | setup | {card['setup']} |
-| target | pass = {card['target']['grade_column']} >= {card['target']['pass_threshold']}; the model outputs P(pass) |
+| target | {spdata.target_text(card['target'])}; the model outputs P(pass) |
 | operating threshold | a student is flagged at risk when 1 - P(pass) >= {card['risk_threshold']:.3f} ({card['threshold_rule']}) |
 
 ## How good it is
@@ -292,13 +291,35 @@ def feature_names(model) -> np.ndarray|None:
             except Exception: continue
     return None
 
-def odds_ratios(model) -> pd.DataFrame|None:
-    "Odds ratios of passing per feature for a pipeline ending in a linear model, else None."
+def _linear_coefficients(model) -> tuple|None:
+    "`(coefficients, feature names)` of a pipeline ending in a linear model, else None."
     est = model.steps[-1][1] if hasattr(model, 'steps') else model
     coef = getattr(est, 'coef_', None)
     names = feature_names(model)
     if coef is None or names is None or np.ndim(coef) != 2 or coef.shape[1] != len(names): return None
-    c = np.ravel(coef[0])
+    return np.ravel(coef[0]), names
+
+def odds_ratios(model) -> pd.DataFrame|None:
+    """Odds ratios of passing per feature for a pipeline ending in a linear model, or a `CalibratedClassifierCV` around
+    one; else None. Calibrated: read from the fitted pipeline(s) of `calibrated_classifiers_`. A sigmoid map is linear in
+    the pipeline's log-odds (`P = expit(-(a z + b))`), so the calibrated model's coefficients are `-a` times the pipeline's:
+    exact odds ratios of the saved model. With `ensemble=False` (the project's default) there is one pipeline, refitted on
+    all training rows; with `ensemble=True` the coefficients are averaged over the members (the model averages their
+    probabilities, so this is an approximation). Isotonic calibration is a monotone step map: the odds ratios are the
+    pipeline's, before the map (their directions and order hold, not their sizes)."""
+    ccs = getattr(model, 'calibrated_classifiers_', None)
+    if ccs is None: lin = _linear_coefficients(model)
+    else:
+        parts = []
+        for cc in ccs:
+            if (lin := _linear_coefficients(cc.estimator)) is None: return None
+            c, names = lin
+            if cc.method == 'sigmoid' and hasattr(cc.estimator, 'decision_function'): c = -cc.calibrators[0].a_ * c
+            parts.append((c, names))
+        if any(list(n) != list(parts[0][1]) for _, n in parts): return None
+        lin = (np.mean([c for c, _ in parts], axis=0), parts[0][1])
+    if lin is None: return None
+    c, names = lin
     return (pd.DataFrame({'feature': names, 'coefficient': c, 'odds_ratio': np.exp(c)})
               .assign(abs_coef=lambda d: d.coefficient.abs()).sort_values('abs_coef', ascending=False).drop(columns='abs_coef')
               .reset_index(drop=True))
@@ -369,8 +390,8 @@ def interpretation_markdown(card: dict, # the model card
                   "| feature | odds ratio of passing |", "|---|---|"]
         lines += [f"| `{r.feature}` | {r.odds_ratio:.2f} |" for r in odds.head(12).itertuples()]
     lines += ["", "## What the model cannot tell", "",
-              "- **Why** a student is at risk: it finds patterns in past records, not causes. A high risk linked to past failures or "
-              "absences is a reason to talk with the student, not a diagnosis.",
+              "- **Why** a student is at risk: it finds patterns in past records, not causes. A high risk linked to an input (past "
+              "failures, absences, ...) is a reason to talk with the student, not a diagnosis.",
               "- **Anything it was not given**: motivation, a family event this term, a new teacher, support already in place.",
               "- **Certainty**: a probability of 0.7 of passing means that about 3 in 10 similar students failed in the past.",
               "- **Fairness by itself**: its accuracy differs between groups (see the evaluation report's per-group table).", ""]
@@ -414,7 +435,7 @@ def build_card(params: dict, # loaded parameters
         'training_data': {'dataset': tm.get('dataset', params['run']['dataset']), 'source_sha256': rep.get('source_sha256'),
                           'file': cleaned.name, 'sha256': sha, 'rows': rep.get('rows_kept'), 'rows_train': tm.get('n_train'),
                           'rows_test': tm.get('n_test')},
-        'setup': setup, 'target': {k: params['target'][k] for k in ('grade_column', 'pass_threshold')},
+        'setup': setup, 'target': {k: v for k, v in active_target(params).items() if k not in ('bands', 'band_schemes')},
         'model_params': tm.get('params', {}), 'feature_variant': tm.get('feature_variant'),
         'input_schema': input_schema(params, setup_columns(params, setup)),
         'metrics': {'cv': cv, 'holdout': holdout},

@@ -22,26 +22,29 @@ from sklearn.ensemble import (HistGradientBoostingClassifier, RandomForestClassi
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, make_scorer, get_scorer
 from joblib.parallel import get_active_backend
-from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validate, train_test_split
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold, cross_validate, train_test_split
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline as SkPipeline
 from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
-from .config import load_params, atomic_path, write_json, write_csv
+from .config import load_params, atomic_path, write_json, write_csv, active_schema, schema_block
 from .data import read_cleaned, run_prepare
 from .features import build_preprocessor, split_xy
 
 # %% auto #0
-__all__ = ['CALIBRATION_METHODS', 'SEARCH_METRICS', 'ESTIMATORS', 'CALIBRATION_SCORES', 'TRUSTED_TYPES', 'dask_engine_active',
-           'model_settings', 'scorers', 'score_all', 'holdout_split', 'split_table', 'make_estimator', 'clf_prefix',
-           'make_sampler', 'prep_steps', 'candidate_pipeline', 'preprocessor_of', 'param_grid', 'strategy',
-           'cv_splitter', 'tune', 'cv_summary', 'clean_params', 'imbalance_table', 'make_ensemble', 'baseline',
-           'select', 'select_by', 'compare_feature_variants', 'calibrated', 'base_rate_brier', 'compare_calibrations',
+__all__ = ['CALIBRATION_METHODS', 'SELECTION_RULES', 'SEARCH_METRICS', 'LOSS_METRICS', 'CV_METRICS', 'ESTIMATORS', 'SMALL_MODEL',
+           'CALIBRATION_SCORES', 'TRUSTED_TYPES', 'dask_engine_active', 'model_settings', 'recalibrated_brier',
+           'scorers', 'score_all', 'holdout_split', 'split_table', 'pool_settings', 'student_groups', 'overlap_report',
+           'pool_tables', 'pool_params', 'pool_groups', 'pooled_splits', 'make_estimator', 'clf_prefix', 'make_sampler',
+           'prep_steps', 'candidate_pipeline', 'preprocessor_of', 'param_grid', 'strategy', 'cv_splitter', 'tune',
+           'cv_summary', 'clean_params', 'imbalance_table', 'make_ensemble', 'baseline', 'calibrated_brier', 'select',
+           'select_by', 'compare_feature_variants', 'calibrated', 'base_rate_brier', 'compare_calibrations',
            'choose_calibration', 'calibrate_selected', 'Trained', 'train_models', 'UntrustedModelError', 'save_model',
            'load_model', 'holdout_columns', 'calibration_record', 'run_model']
 
 # %% ../nbs/03_modeling.ipynb #23fd3078
 CALIBRATION_METHODS = ('none', 'sigmoid', 'isotonic')
+SELECTION_RULES = ('best', 'one_se', 'auc_then_brier')   # see "Choosing a model"
 def dask_engine_active() -> bool:
     "Whether joblib work is routed to a Dask cluster (inside `scale.engine`)."
     backend, _ = get_active_backend()
@@ -57,7 +60,7 @@ def model_settings(params: dict # loaded parameters
     unknown = set(m['candidates']) - set(ESTIMATORS)
     if unknown: raise ValueError(f"model.candidates: unknown candidate(s) {sorted(unknown)}; known: {sorted(ESTIMATORS)}")
     if m['metric'] not in SEARCH_METRICS: raise ValueError(f"model.metric must be one of {list(SEARCH_METRICS)}, not {m['metric']!r}")
-    if m['selection'] not in ('best', 'one_se'): raise ValueError(f"model.selection must be 'best' or 'one_se', not {m['selection']!r}")
+    if m['selection'] not in SELECTION_RULES: raise ValueError(f"model.selection must be one of {list(SELECTION_RULES)}, not {m['selection']!r}")
     if m['feature_reference'] not in ESTIMATORS: raise ValueError(f"model.feature_reference must be one of {sorted(ESTIMATORS)}")
     if set(m['ensembles']) - {'voting', 'stacking'}: raise ValueError(f"model.ensembles: use voting and/or stacking, not {m['ensembles']}")
     if not m.get('feature_variants'): raise ValueError("model.feature_variants needs at least one variant (e.g. `default: {}`)")
@@ -73,35 +76,127 @@ def model_settings(params: dict # loaded parameters
 
 # %% ../nbs/03_modeling.ipynb #d8eb4f83
 SEARCH_METRICS = ('accuracy', 'balanced_accuracy', 'f1_at_risk', 'roc_auc')
+LOSS_METRICS = ('brier', 'brier_recal')   # recorded by every cross-validation (stored positive, lower is better), never tuned on
+CV_METRICS = SEARCH_METRICS + LOSS_METRICS
 
-def scorers() -> dict:
-    "The scorers of `SEARCH_METRICS`; F1 is that of the at-risk class (`pass == 0`)."
-    return {'accuracy': 'accuracy', 'balanced_accuracy': 'balanced_accuracy',
-            'f1_at_risk': make_scorer(f1_score, pos_label=0, zero_division=0), 'roc_auc': 'roc_auc'}
+def recalibrated_brier(y, # outcomes, 1 = pass
+                       p, # predicted P(pass)
+                       seed: int=0, # seeds the two halves
+                      ) -> float:
+    """Brier score of `p` after Platt scaling cross-fitted on the same rows: split them in two stratified halves, fit the
+    sigmoid on one half and score the other, both ways. An honest estimate of what recalibrating the model would give."""
+    y, p = np.asarray(y).astype(int), np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
+    if np.bincount(y, minlength=2).min() < 2: return float(np.mean((y - p) ** 2))   # too few of a class to fit anything
+    z, q = np.log(p / (1 - p)).reshape(-1, 1), np.empty_like(p)
+    for a, b in StratifiedKFold(2, shuffle=True, random_state=seed).split(z, y):
+        q[b] = LogisticRegression(C=1e4).fit(z[a], y[a]).predict_proba(z[b])[:, 1]
+    return float(np.mean((y - q) ** 2))
+
+def _neg_brier_recal(est, X, y): return -recalibrated_brier(y, est.predict_proba(X)[:, 1])
+
+def scorers(cv: bool=False # also `brier_recal` (cross-validation only: it refits a sigmoid on the scored rows)
+           ) -> dict:
+    "The scorers of `SEARCH_METRICS` and the Brier score (negated, as scikit-learn maximises); F1 is that of the at-risk class (`pass == 0`)."
+    s = {'accuracy': 'accuracy', 'balanced_accuracy': 'balanced_accuracy',
+         'f1_at_risk': make_scorer(f1_score, pos_label=0, zero_division=0), 'roc_auc': 'roc_auc', 'brier': 'neg_brier_score'}
+    return {**s, 'brier_recal': _neg_brier_recal} if cv else s
 
 def score_all(model, # a fitted classifier
               X: pd.DataFrame, y: pd.Series, # rows to score
              ) -> dict:
-    "The four metrics of a fitted model on `X, y`."
-    return {m: float(s(model, X, y) if callable(s) else get_scorer(s)(model, X, y)) for m,s in scorers().items()}
+    "The four metrics and the Brier score of a fitted model on `X, y`."
+    out = {m: float(s(model, X, y) if callable(s) else get_scorer(s)(model, X, y)) for m,s in scorers().items()}
+    return {m: -v if m in LOSS_METRICS else v for m, v in out.items()}
 
 # %% ../nbs/03_modeling.ipynb #3bc5acf1
 def holdout_split(df: pd.DataFrame, # the cleaned table (`read_cleaned`), with the `pass` target
                   params: dict, # loaded parameters (`model.test_size`, `run.seed`)
+                  groups: pd.Series|None=None, # a group per row (`student_groups`): each group lands wholly in one part
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    "A stratified, seeded train/test split of `df`; both parts keep `df`'s index, in order."
+    "A stratified, seeded train/test split of `df`; both parts keep `df`'s index, in order. Grouped: `StratifiedGroupKFold`'s first fold is the test part."
     if 'pass' not in df: raise KeyError("holdout_split: the table has no 'pass' column (run the prepare stage first)")
     counts = df['pass'].value_counts()
     if len(counts) < 2 or counts.min() < 2:
         raise ValueError(f"holdout_split: need at least 2 students of each class to stratify, got {counts.to_dict()}")
-    tr, te = train_test_split(df.index, test_size=params['model']['test_size'], stratify=df['pass'],
-                              random_state=params['run']['seed'])
+    if groups is not None:
+        k = max(2, round(1 / params['model']['test_size']))
+        a, b = next(StratifiedGroupKFold(k, shuffle=True, random_state=params['run']['seed']).split(df, df['pass'], groups))
+        tr, te = df.index[a], df.index[b]
+    else:
+        tr, te = train_test_split(df.index, test_size=params['model']['test_size'], stratify=df['pass'],
+                                  random_state=params['run']['seed'])
     return df.loc[sorted(tr)], df.loc[sorted(te)]
 
 def split_table(train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
     "The `split.csv` table: `row` (0-based row of the cleaned csv) and `part` (train|test), by row."
     s = pd.concat([pd.DataFrame({'row': train.index, 'part': 'train'}), pd.DataFrame({'row': test.index, 'part': 'test'})])
     return s.sort_values('row').reset_index(drop=True)
+
+# %% ../nbs/03_modeling.ipynb #2a0edbff
+def pool_settings(params: dict # loaded parameters (the active schema's `pool:` block)
+                 ) -> dict:
+    "The active schema's `pool:` block: `match` (the columns that identify a student across files) and `subject_column`."
+    pool = schema_block(params).get('pool')
+    if not pool: raise KeyError(f"schema {params['schema']!r} declares no `pool:` block (match columns, subject column) in params.yaml")
+    cols = active_schema(params)
+    if bad := [c for c in pool['match'] if c not in cols]:
+        raise KeyError(f"schemas.{params['schema']}.pool.match: {bad} are not columns of the schema")
+    return {'subject_column': 'subject', **pool}
+
+def student_groups(df: pd.DataFrame, # a table (one subject or pooled)
+                   match: list, # the columns that identify a student (`pool_settings(params)['match']`)
+                  ) -> pd.Series:
+    "A group id per row: rows with equal values in every `match` column (a missing value counts as a value) share one."
+    if missing := [c for c in match if c not in df]: raise KeyError(f"student_groups: the table lacks match column(s) {missing}")
+    return pd.Series(df.groupby(list(match), dropna=False, sort=True).ngroup().to_numpy(), index=df.index, name='student_group')
+
+def overlap_report(tables: dict, # {subject: table}, two subjects
+                   match: list, # match columns
+                  ) -> dict:
+    "How the match rule relates the rows of two tables: the inner-merge size, the rows with a counterpart, the ambiguous keys, the groups."
+    (a, ta), (b, tb) = tables.items()
+    ka, kb = (pd.MultiIndex.from_frame(t[list(match)].astype(str)) for t in (ta, tb))
+    both = pd.concat([ta[list(match)].assign(_s=a), tb[list(match)].assign(_s=b)], ignore_index=True)
+    g = student_groups(both, match)
+    per = both.assign(_g=g).groupby('_g')['_s'].agg(['nunique', 'size'])
+    pairs = both.assign(_g=g).groupby(['_g', '_s']).size().unstack(fill_value=0)
+    return {'rows': {a: len(ta), b: len(tb)}, 'inner_merge_rows': len(ta.merge(tb, on=list(match))),
+            'rows_with_counterpart': {a: int(ka.isin(kb).sum()), b: int(kb.isin(ka).sum())},
+            'rows_sharing_key_within_file': {a: int(ta.duplicated(list(match), keep=False).sum()), b: int(tb.duplicated(list(match), keep=False).sum())},
+            'groups': len(per), 'groups_in_both': int((per['nunique'] == 2).sum()),
+            'rows_in_groups_in_both': int(per.loc[per['nunique'] == 2, 'size'].sum()),
+            'one_to_one_pairs': int(((pairs[a] == 1) & (pairs[b] == 1)).sum()), 'largest_group': int(per['size'].max())}
+
+def pool_tables(tables: dict, # {subject: cleaned table}
+                params: dict, # loaded parameters (`pool.subject_column`)
+               ) -> pd.DataFrame:
+    "One table of all subjects' rows with the subject column (the subject's name), a fresh index."
+    col = pool_settings(params)['subject_column']
+    if clash := [s for s, t in tables.items() if col in t]: raise ValueError(f"pool_tables: table(s) {clash} already have a column {col!r}")
+    return pd.concat([t.assign(**{col: s}) for s, t in tables.items()], ignore_index=True)
+
+def pool_params(params: dict, # loaded parameters
+                subjects: list, # the subjects pooled, e.g. ['mat', 'por']
+               ) -> dict:
+    "A copy of `params` whose active schema declares the subject column (binary for two subjects), so the model sees it."
+    p = copy.deepcopy(params)
+    col = pool_settings(p)['subject_column']
+    active_schema(p)[col] = {'kind': 'binary' if len(subjects) == 2 else 'nominal', 'values': list(subjects), 'label': 'subject of the row'}
+    return p
+
+def pool_groups(df: pd.DataFrame, # a pooled table (`pool_tables`)
+                params: dict, # loaded parameters (`pool.match`)
+               ) -> pd.Series:
+    "`student_groups` of a pooled table with the schema's match columns."
+    return student_groups(df, pool_settings(params)['match'])
+
+def pooled_splits(df: pd.DataFrame, # a pooled table
+                  params: dict, # loaded parameters
+                  folds: int, # number of folds
+                  seed: int, # shuffling seed
+                 ) -> list:
+    "Outer folds of a pooled table: `StratifiedGroupKFold` on `pass`, grouped by student; `[(train, test), ...]` positions."
+    return list(StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(df, df['pass'], pool_groups(df, params)))
 
 # %% ../nbs/03_modeling.ipynb #175c46ae
 def _svm(seed, params): return CalibratedClassifierCV(SVC(random_state=seed), method='sigmoid', ensemble=False,
@@ -181,30 +276,38 @@ def strategy(p: dict # one point of a grid (`cv_results_['params']` row)
     return 'balanced' if any(k.endswith('class_weight') and v == 'balanced' for k,v in p.items()) else 'none'
 
 # %% ../nbs/03_modeling.ipynb #246afb04
-def cv_splitter(params: dict # loaded parameters (`model.cv_folds`, `run.seed`)
-               ) -> StratifiedKFold:
-    "The cross-validation folds of the training part: stratified, shuffled, seeded."
-    return StratifiedKFold(model_settings(params)['cv_folds'], shuffle=True, random_state=params['run']['seed'])
+def cv_splitter(params: dict, # loaded parameters (`model.cv_folds`, `run.seed`)
+                grouped: bool=False, # folds that keep each group (a student in a pooled table) on one side: pass `groups` to `split`
+               ):
+    "The cross-validation folds of the training part: stratified, shuffled, seeded (`StratifiedGroupKFold` when `grouped`)."
+    k, seed = model_settings(params)['cv_folds'], params['run']['seed']
+    return StratifiedGroupKFold(k, shuffle=True, random_state=seed) if grouped else StratifiedKFold(k, shuffle=True, random_state=seed)
 
 def tune(name: str, # candidate name
          X: pd.DataFrame, y: pd.Series, # the training part
          params: dict, # loaded parameters
          choices: dict|None=None, # `build_preprocessor` choices
+         groups: pd.Series|None=None, # student of each row (pooled tables): grouped folds
         ) -> GridSearchCV:
     "Grid-search candidate `name` by cross-validation on `X, y`; refitted on all of `X, y` by `model.metric`."
     m = model_settings(params)
-    gs = GridSearchCV(candidate_pipeline(name, params, choices), param_grid(name, params), scoring=scorers(), refit=m['metric'],
-                      cv=cv_splitter(params), n_jobs=m['n_jobs'], error_score='raise')
-    return gs.fit(X, y)
+    gs = GridSearchCV(candidate_pipeline(name, params, choices), param_grid(name, params), scoring=scorers(cv=True), refit=m['metric'],
+                      cv=cv_splitter(params, groups is not None), n_jobs=m['n_jobs'], error_score='raise')
+    return gs.fit(X, y, groups=groups)
 
 def cv_summary(res: dict, # `cv_results_`, or `cross_validate` output
                i: int|None=None, # the row of `cv_results_`; None for `cross_validate` output
               ) -> dict:
-    "Mean and standard deviation over folds of each metric: `cv_<metric>_mean`, `cv_<metric>_std`."
+    "Mean and standard deviation over folds of each metric recorded (`CV_METRICS`): `cv_<metric>_mean`, `cv_<metric>_std`; losses positive."
     out = {}
-    for m in SEARCH_METRICS:
-        if i is None: v = np.asarray(res[f'test_{m}'])
-        else: v = np.array([res[k][i] for k in res if k.startswith('split') and k.endswith(f'_test_{m}')])
+    for m in CV_METRICS:
+        if i is None:
+            if f'test_{m}' not in res: continue
+            v = np.asarray(res[f'test_{m}'])
+        else:
+            v = np.array([res[k][i] for k in res if k.startswith('split') and k.endswith(f'_test_{m}')])
+            if not len(v): continue
+        if m in LOSS_METRICS: v = -v
         out[f'cv_{m}_mean'], out[f'cv_{m}_std'] = float(v.mean()), float(v.std())
     return out
 
@@ -242,23 +345,36 @@ def baseline() -> DummyClassifier:
     "The naive baseline: always the most frequent class of the training rows (accuracy = its share; AUC 0.5)."
     return DummyClassifier(strategy='most_frequent')
 
+# %% ../nbs/03_modeling.ipynb #8a4b491a
+SMALL_MODEL = {'run.quick': True, 'model.candidates': ['logreg'], 'model.ensembles': [], 'model.imbalance': ['none']}
+
 # %% ../nbs/03_modeling.ipynb #471332f5
-def select(table: pd.DataFrame, # one row per model: `model`, `kind`, `cv_<metric>_mean|std`
-           metric: str='roc_auc', # the column to rank by
-           rule: str='one_se', # best | one_se
-           simplicity: list=(), # model names, simplest first (for `one_se`; unlisted names come last)
+def calibrated_brier(table: pd.DataFrame # rows with `cv_brier_mean` and, where recorded, `cv_brier_recal_mean`
+                    ) -> pd.Series:
+    "Each row's CV Brier score as it will be after the calibration step: the lower of raw and cross-fitted recalibrated."
+    raw = table['cv_brier_mean']
+    return raw if 'cv_brier_recal_mean' not in table else np.fmin(raw, table['cv_brier_recal_mean'])
+
+def select(table: pd.DataFrame, # one row per model: `model`, `kind`, `cv_<metric>_mean|std` (and `cv_brier*` for auc_then_brier)
+           metric: str='roc_auc', # the column to rank by (`best`, `one_se`)
+           rule: str='one_se', # one of `SELECTION_RULES`
+           simplicity: list=(), # model names, simplest first (for `one_se` and ties; unlisted names come last)
            folds: int=5, # CV folds (the standard error is std / sqrt(folds))
           ) -> str:
     "The name of the model chosen by `rule` from the cross-validation columns (the baseline never takes part)."
     t = table[table['kind'] != 'baseline'].set_index('model')
     if t.empty: raise ValueError('select: no model to choose from')
-    if rule not in ('best', 'one_se'): raise ValueError(f"selection rule must be 'best' or 'one_se', not {rule!r}")
+    if rule not in SELECTION_RULES: raise ValueError(f"selection rule must be one of {list(SELECTION_RULES)}, not {rule!r}")
+    if rule == 'auc_then_brier': metric = 'roc_auc'
     mean, std = t[f"cv_{metric}_mean"], t[f"cv_{metric}_std"]
     best = mean.idxmax()
     if rule == 'best': return best
     ok = mean[mean >= mean[best] - std[best] / np.sqrt(folds)].index
     order = {n: i for i,n in enumerate(simplicity)}
-    return min(ok, key=lambda n: (order.get(n, len(order)), -mean[n]))
+    if rule == 'one_se': return min(ok, key=lambda n: (order.get(n, len(order)), -mean[n]))
+    if 'cv_brier_mean' not in t: raise ValueError("select: rule auc_then_brier needs the CV Brier score (column cv_brier_mean)")
+    brier = calibrated_brier(t.loc[ok]).round(6)
+    return min(ok, key=lambda n: (brier[n], order.get(n, len(order)), -mean[n]))
 
 def select_by(table: pd.DataFrame, # as for `select`
               params: dict, # loaded parameters (`model.metric`, `model.selection`, `model.simplicity`, `model.cv_folds`)
@@ -271,13 +387,14 @@ def select_by(table: pd.DataFrame, # as for `select`
 # %% ../nbs/03_modeling.ipynb #7c6eb514
 def compare_feature_variants(X: pd.DataFrame, y: pd.Series, # the training part
                      params: dict, # loaded parameters (`model.feature_variants`, `model.feature_reference`)
+                     groups: pd.Series|None=None, # student of each row (pooled tables): grouped folds
                     ) -> tuple[pd.DataFrame, str]:
     "CV scores of the reference model with each feature variant, and the variant the selection rule picks."
     m = model_settings(params)
     rows = []
     for v, ch in m['feature_variants'].items():
-        r = cross_validate(candidate_pipeline(m['feature_reference'], params, ch), X, y, cv=cv_splitter(params),
-                           scoring=scorers(), n_jobs=m['n_jobs'], error_score='raise')
+        r = cross_validate(candidate_pipeline(m['feature_reference'], params, ch), X, y, cv=cv_splitter(params, groups is not None),
+                           groups=groups, scoring=scorers(cv=True), n_jobs=m['n_jobs'], error_score='raise')
         rows.append({'model': v, 'kind': 'variant', 'choices': json.dumps(ch or {}), **cv_summary(r)})
     t = pd.DataFrame(rows)
     return t, select_by(t, params, simplicity=list(m['feature_variants']))
@@ -303,12 +420,13 @@ def base_rate_brier(y_fit, y_score) -> float:
 def compare_calibrations(model, # the selected pipeline
                          X: pd.DataFrame, y: pd.Series, # the training part (never the hold-out)
                          params: dict, # loaded parameters
+                         groups: pd.Series|None=None, # student of each row (pooled tables): grouped folds
                         ) -> pd.DataFrame:
     "CV Brier score, log loss and ROC-AUC of each calibration method (the search's folds), and the base-rate reference."
     m = model_settings(params)
     rows = []
     for meth in m['calibration']['methods']:
-        r = cross_validate(calibrated(model, meth, params), X, y, cv=cv_splitter(params), scoring=CALIBRATION_SCORES,
+        r = cross_validate(calibrated(model, meth, params), X, y, cv=cv_splitter(params, groups is not None), groups=groups, scoring=CALIBRATION_SCORES,
                            n_jobs=m['n_jobs'], error_score='raise')
         row = {'method': meth, 'kind': 'calibration'}
         for k in CALIBRATION_SCORES:
@@ -316,7 +434,7 @@ def compare_calibrations(model, # the selected pipeline
             row[f'cv_{k}_mean'], row[f'cv_{k}_std'] = float(v.mean()), float(v.std())
         rows.append(row)
     yv = np.asarray(y)
-    ref = [base_rate_brier(yv[a], yv[b]) for a, b in cv_splitter(params).split(X, y)]
+    ref = [base_rate_brier(yv[a], yv[b]) for a, b in cv_splitter(params, groups is not None).split(X, y, groups)]
     rows.append({'method': 'base rate', 'kind': 'reference', 'cv_brier_mean': float(np.mean(ref)), 'cv_brier_std': float(np.std(ref))})
     return pd.DataFrame(rows)
 
@@ -331,10 +449,11 @@ def choose_calibration(table: pd.DataFrame # from `compare_calibrations`
 def calibrate_selected(model, # the selected pipeline, fitted on the training part
                        X: pd.DataFrame, y: pd.Series, # the training part
                        params: dict, # loaded parameters
+                       groups: pd.Series|None=None, # student of each row (pooled tables): grouped folds
                       ) -> tuple:
     "`(table, method, final model)`: the comparison, the chosen method and the model to save, refitted on `X, y`."
     if model_settings(params)['calibration']['methods'] == ['none']: return None, 'none', model
-    t = compare_calibrations(model, X, y, params)
+    t = compare_calibrations(model, X, y, params, groups)
     meth = choose_calibration(t)
     t.insert(2, 'chosen', t['method'] == meth)
     return t, meth, (model if meth == 'none' else calibrated(model, meth, params).fit(X, y))
@@ -357,11 +476,12 @@ class Trained:
 def train_models(X: pd.DataFrame, y: pd.Series, # the training part
                  params: dict, # loaded parameters
                  progress: bool=True, # show a progress bar
+                 groups: pd.Series|None=None, # student of each row, for a pooled table: every CV keeps a student on one side
                 ) -> Trained:
     "Tune the candidates, build the ensembles, score the baseline by CV on `X, y`, select one model and calibrate it."
-    with threadpool_limits(1): return _train_models(X, y, params, progress)
+    with threadpool_limits(1): return _train_models(X, y, params, progress, groups)
 
-def _train_models(X, y, params, progress):
+def _train_models(X, y, params, progress, groups=None):
     m = model_settings(params)
     steps = ['features', *m['candidates'], *m['ensembles'], 'baseline', 'calibration']
     bar = tqdm(steps, desc='model', unit='step', disable=not progress)
@@ -369,10 +489,10 @@ def _train_models(X, y, params, progress):
     for step in bar:
         bar.set_postfix_str(step); t0 = time.time()
         if step == 'features':
-            feats, variant = compare_feature_variants(X, y, params)
+            feats, variant = compare_feature_variants(X, y, params, groups)
             choices = m['feature_variants'][variant]
         elif step in ESTIMATORS:
-            gs = tune(step, X, y, params, choices)
+            gs = tune(step, X, y, params, choices, groups)
             models[step] = gs.best_estimator_
             p = gs.best_params_
             rows.append({'model': step, 'kind': 'candidate', 'imbalance': strategy(p), **cv_summary(gs.cv_results_, gs.best_index_),
@@ -382,10 +502,11 @@ def _train_models(X, y, params, progress):
             table = pd.DataFrame(rows)
             table = pd.concat([table[table.kind == 'baseline'], table[table.kind != 'baseline']], ignore_index=True)
             selected = select_by(table, params)
-            cal, method, final = calibrate_selected(models[selected], X, y, params)
+            cal, method, final = calibrate_selected(models[selected], X, y, params, groups)
         else:
             est = baseline() if step == 'baseline' else make_ensemble(step, {n: models[n] for n in m['candidates']}, params)
-            r = cross_validate(est, X, y, cv=cv_splitter(params), scoring=scorers(), n_jobs=m['n_jobs'], error_score='raise')
+            r = cross_validate(est, X, y, cv=cv_splitter(params, groups is not None), groups=groups, scoring=scorers(cv=True),
+                               n_jobs=m['n_jobs'], error_score='raise')
             models[step] = est.fit(X, y)
             members = {rw['model']: {'imbalance': rw['imbalance'], **json.loads(rw['params'])} for rw in rows if rw['kind'] == 'candidate'}
             rows.append({'model': step, 'kind': 'baseline' if step == 'baseline' else 'ensemble', 'imbalance': 'none',
@@ -441,7 +562,7 @@ def holdout_columns(table: pd.DataFrame, # `Trained.table`
     "The table with `test_<metric>` columns: each model's score on the hold-out part."
     t = table.copy()
     sc = {n: score_all(models[n], X, y) for n in t['model']}
-    for m in SEARCH_METRICS: t[f'test_{m}'] = [sc[n][m] for n in t['model']]
+    for m in sc[t['model'].iloc[0]]: t[f'test_{m}'] = [sc[n][m] for n in t['model']]
     return t
 
 def calibration_record(tr: Trained, # from `train_models`

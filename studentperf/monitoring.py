@@ -11,7 +11,7 @@ import numpy as np, pandas as pd
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, CONTENT_TYPE_LATEST
 from prometheus_client import multiprocess
-from .config import default_out, load_params, write_csv
+from .config import default_out, load_params, write_csv, active_schema, active_target
 from . import data as spdata
 
 log = logging.getLogger(__name__)
@@ -381,22 +381,24 @@ def _existing(conn, col, values) -> dict:
 # %% ../nbs/08_monitoring.ipynb #ee76dcec
 def ingest_outcomes(engine: sa.Engine|str, # the store
                     path: str|Path, # the outcomes CSV (`;`, `,` or tab)
-                    params: dict|None=None, # loaded parameters (`target.grade_column`, `target.pass_threshold`)
+                    params: dict|None=None, # loaded parameters (the active schema's `target:`)
                     quarantine: str|Path|None=None, # quarantine CSV; default `<path>.quarantine.csv` beside the input
                    ) -> dict:
     "Validate and store outcomes; idempotent. Returns the counts and the quarantine path."
     params = load_params() if params is None else params
     engine, path = make_engine(engine), Path(path)
     ensure_schema(engine)
-    gcol, thr = params['target']['grade_column'], float(params['target']['pass_threshold'])
-    gspec = (params.get('schemas', {}).get(params.get('schema'), {}) or {}).get(gcol, {})
-    gmin, gmax = float(gspec.get('min', 0)), float(gspec.get('max', 20))
+    target = active_target(params)
+    gcol, kind = spdata.target_column(target), spdata.target_kind(target)
+    gspec = active_schema(params).get(gcol, {})
+    gmin, gmax, declared = float(gspec.get('min', 0)), float(gspec.get('max', 20)), list(gspec.get('values') or [])
+    what = f"{gmin:g} to {gmax:g}" if kind == 'grade' else f"one of {', '.join(map(str, declared))}"
     t = spdata.read_table(path, [])
     cols = t.columns
     if not ({'prediction_id', 'student_ref'} & set(cols)):
         raise spdata.DataError(f"{path}: needs a prediction_id or a student_ref column; the header has {', '.join(cols[:8])}")
     if gcol not in cols and 'pass' not in cols:
-        raise spdata.DataError(f"{path}: needs the grade column {gcol} (0 to 20) or a pass column (1/0, yes/no, pass/fail)")
+        raise spdata.DataError(f"{path}: needs the {'grade' if kind == 'grade' else 'target'} column {gcol} ({what}) or a pass column (1/0, yes/no, pass/fail)")
     quarantine = Path(quarantine) if quarantine else path.with_suffix('.quarantine.csv')
     bad = [{'line': int(r.line), 'reason': r.reason, 'raw': r.raw} for r in t.bad_rows.itertuples()]
     good = []   # (line, key column, key, grade, passed)
@@ -405,18 +407,24 @@ def ingest_outcomes(engine: sa.Engine|str, # the store
         if not pid and not ref: bad.append({'line': line, 'reason': 'no prediction_id or student_ref'}); continue
         g, lab = (r.get(gcol) or '').strip(), (r.get('pass') or '').strip().lower()
         grade = None
-        if g:
+        if g and kind != 'grade':   # a label or a pass/fail value of the target column
+            v = spdata.pass_labels(pd.Series([g], dtype=object), target, declared).iloc[0]
+            if math.isnan(v): bad.append({'line': line, 'reason': f"{gcol} {g!r}: expected {what}"}); continue
+            passed = int(v)
+            if lab in PASS_LABELS and PASS_LABELS[lab] != passed:
+                bad.append({'line': line, 'reason': f"pass {lab!r} contradicts {gcol} {g}"}); continue
+        elif g:
             try: grade = float(g)
             except ValueError: bad.append({'line': line, 'reason': f"{gcol} {g!r} is not a number"}); continue
             if not (gmin <= grade <= gmax) or grade != int(grade):
-                bad.append({'line': line, 'reason': f"{gcol} {g!r} is not a whole number from {gmin:g} to {gmax:g}"}); continue
-            passed = int(grade >= thr)
+                bad.append({'line': line, 'reason': f"{gcol} {g!r} is not a whole number from {what}"}); continue
+            passed = int(spdata.pass_labels(pd.Series([grade]), target).iloc[0])
             if lab in PASS_LABELS and PASS_LABELS[lab] != passed:
                 bad.append({'line': line, 'reason': f"pass {lab!r} contradicts {gcol} {g}"}); continue
         elif lab:
             if lab not in PASS_LABELS: bad.append({'line': line, 'reason': f"pass label {lab!r} is not one of 1/0, yes/no, pass/fail, true/false"}); continue
             passed = PASS_LABELS[lab]
-        else: bad.append({'line': line, 'reason': f"no {gcol} grade and no pass label"}); continue
+        else: bad.append({'line': line, 'reason': f"no {gcol} {'grade' if kind == 'grade' else 'value'} and no pass label"}); continue
         good.append((line, 'prediction_id' if pid else 'student_ref', pid or ref, grade, passed))
     n = {'rows_read': len(t.frame) + len(t.bad_rows), 'ingested': 0, 'already_present': 0, 'quarantined': 0}
     now, new, seen = utcnow(), [], {}

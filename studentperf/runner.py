@@ -10,12 +10,12 @@ import nbformat, papermill as pm
 from nbconvert import HTMLExporter
 from tqdm.auto import tqdm
 from .config import load_params, parse_set, local_kernel, setup_logging, project_root, default_out, atomic_path, write_text, git_commit, write_json, read_json
-from . import data as spdata, serving, monitoring, drift, auth, scale
+from . import data as spdata, serving, monitoring, drift, auth, scale, roster
 
 # %% auto #0
-__all__ = ['STAGES', 'HEADLINE', 'INDEX_CSS', 'nbs_dir', 'available_stages', 'parse_stages', 'to_html', 'StageError', 'run_stage',
-           'with_data_dir', 'run', 'report_name', 'headline', 'write_index', 'report', 'build_parser', 'run_overrides',
-           'summary', 'main']
+__all__ = ['STAGES', 'HEADLINE', 'INDEX_CSS', 'nbs_dir', 'available_stages', 'parse_stages', 'to_html', 'StageError', 'execute',
+           'run_stage', 'with_data_dir', 'run', 'report_name', 'headline', 'write_index', 'report', 'build_parser',
+           'run_overrides', 'summary', 'main']
 
 # %% ../nbs/06_cli.ipynb #03a0348c
 STAGES = {'prepare': '01_data_prep.ipynb', 'features': '02_features.ipynb', 'model': '03_modeling.ipynb',
@@ -41,17 +41,37 @@ def parse_stages(s: str|None # comma-separated stage names, or None for all avai
     return [x for x in avail if x in asked]
 
 # %% ../nbs/06_cli.ipynb #98cdd7a0
-def to_html(nb_path: str|Path # an executed notebook
+def to_html(nb_path: str|Path, # an executed notebook
+            code: bool=True, # show the code cells (False: outputs and text only, for readers who do not program)
            ) -> Path:
     "Export a notebook to HTML beside it (atomically)."
     nb_path = Path(nb_path)
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(nb_path, as_version=4))
+    body, _ = HTMLExporter(exclude_input=not code).from_notebook_node(nbformat.read(nb_path, as_version=4))
     with atomic_path(nb_path.with_suffix('.html')) as tmp: tmp.write_text(body, encoding='utf-8')
     return nb_path.with_suffix('.html')
 
 # %% ../nbs/06_cli.ipynb #1022fc41
 class StageError(RuntimeError):
-    "A stage notebook failed; the message names the stage, the error and the executed notebook to read."
+    "A notebook run failed; the message names the stage (or report), the error and the executed notebook to read."
+
+def execute(notebook: str, # a notebook in `nbs/`, e.g. `01_data_prep.ipynb`
+            dst: str|Path, # the executed notebook to write (never inside `nbs/`)
+            parameters: dict, # papermill parameters
+            what: str, # what runs, for the error message (e.g. `stage 'prepare'`)
+            html: bool=True, # also write an HTML export beside it
+            code: bool=True, # the HTML shows the code cells
+           ) -> Path:
+    "Execute a notebook with papermill into `dst`, quietly, its kernel over IPC, in `nbs/`; `StageError` when a cell fails."
+    dst = Path(dst).resolve()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pm.execute_notebook(str(nbs_dir()/notebook), str(dst), parameters=parameters, cwd=str(nbs_dir()), kernel_name='python3',
+                            language='python', progress_bar=False, report_mode=False, config=local_kernel())
+    except pm.PapermillExecutionError as e:
+        raise StageError(f"{what} failed: {e.ename}: {e.evalue}\n  the executed notebook is {dst}") from None
+    finally:
+        if html and dst.exists(): to_html(dst, code)
+    return dst
 
 def run_stage(stage: str, # a name from `STAGES`
               out: str|Path, # output folder
@@ -62,18 +82,9 @@ def run_stage(stage: str, # a name from `STAGES`
              ) -> Path:
     "Execute the stage's notebook with papermill into `out/reports/`; returns the executed notebook's path."
     out = Path(out).resolve()
-    src = nbs_dir()/STAGES[stage]
     dst = (Path(nb_dir).resolve() if nb_dir else out/'reports')/STAGES[stage]
-    dst.parent.mkdir(parents=True, exist_ok=True)
     params = dict(params_file=str(params_file) if params_file else None, overrides=dict(overrides or {}), out_dir=str(out))
-    try:
-        pm.execute_notebook(str(src), str(dst), parameters=params, cwd=str(nbs_dir()), kernel_name='python3', language='python',
-                            progress_bar=False, report_mode=False, config=local_kernel())
-    except pm.PapermillExecutionError as e:
-        raise StageError(f"stage {stage!r} failed: {e.ename}: {e.evalue}\n  the executed notebook is {dst}") from None
-    finally:
-        if html and dst.exists(): to_html(dst)
-    return dst
+    return execute(STAGES[stage], dst, params, f"stage {stage!r}", html)
 
 # %% ../nbs/06_cli.ipynb #9c5e9bab
 def with_data_dir(overrides: dict|None, # dotted-key parameter overrides
@@ -92,8 +103,10 @@ def run(stages: list, # stage names, in order
     "Run `stages` in order; returns `{stage: executed notebook}`."
     out = Path(out or default_out()).resolve()
     overrides = with_data_dir(overrides, data_dir)
-    e = scale.engine_settings(load_params(params_file, overrides))   # fail fast: a wrong --set key or value (ParamsError), a bad engine
+    p = load_params(params_file, overrides)   # fail fast: a wrong --set key or value (ParamsError)
+    e = scale.engine_settings(p)              # ... a bad engine
     if e['scheduler'] not in (None, 'local'): scale.check_address(e['scheduler'], e['connect_timeout'])   # nothing listens: say so now
+    if 'prepare' in stages: spdata.dataset_path(p)   # a missing data file: say how to get it before a kernel starts
     done = {}
     for s in (bar := tqdm(stages, desc='studentperf', unit='stage')):
         bar.set_postfix_str(s)
@@ -105,7 +118,7 @@ def report_name(dataset: str, # demo | mat | por | a CSV path
                 setup: str, # A | B | C
                ) -> str:
     "The report folder's name, `<dataset>-<setup>`; a file stands for itself by its stem."
-    name = dataset if dataset in ('demo', *spdata.UCI_FILES) else Path(dataset).stem
+    name = spdata.dataset_name(dataset)
     return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{setup}"
 
 # %% ../nbs/06_cli.ipynb #6aa26103
@@ -207,7 +220,7 @@ def report(dataset: str|None=None, # demo | mat | por | a CSV path (default: run
     "Run the stages into `out/<dataset>-<setup>/` and write its index; returns (folder, all stages succeeded)."
     p0 = load_params(params_file)
     dataset, setup = dataset or p0['run']['dataset'], setup or p0['run']['setup']
-    ov = {'run.dataset': dataset if dataset in ('demo', *spdata.UCI_FILES) else str(Path(dataset).expanduser().resolve()),
+    ov = {'run.dataset': spdata.dataset_arg(dataset),
           'run.setup': setup, **({'run.quick': True} if quick else {}), **(sets or {})}
     ov = with_data_dir(ov, data_dir)
     params = load_params(params_file, ov)   # a wrong key or value stops here (ParamsError)
@@ -251,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     for x in (r, rp):
         x.add_argument('--stages', help=f"comma-separated, from: {', '.join(STAGES)} (default: all available)")
         x.add_argument('--dataset', help='demo | mat | por | path/to/file.csv (default: run.dataset)')
-        x.add_argument('--setup', choices=['A', 'B', 'C'], help='A: all but G3; B: A without G2; C: no prior grades (default: run.setup)')
+        x.add_argument('--setup', help="a setup the active schema declares (UCI: A all inputs, B without G2, C no prior grades; a schema without setups: all); default: run.setup")
         x.add_argument('--data-dir', help='folder with student-mat.csv and student-por.csv: the override data.data_dir (wins over $STUDENTPERF_DATA_DIR)')
         x.add_argument('--params', help='parameters file (default: the project params.yaml)')
         x.add_argument('--quick', action='store_true', help='small grids and folds (for tests)')
@@ -262,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = default_out()/'models'
     serving.add_commands(sub)   # serve, predict
     scale.add_commands(sub)     # predict --scheduler
+    roster.add_commands(sub, execute)   # roster: a page for teachers
     m = sub.add_parser('model', help='model registry: list versions, promote one (and so roll back)').add_subparsers(dest='model_cmd', required=True)
     ml = m.add_parser('list', help='the versions in the registry, the production one marked')
     mp = m.add_parser('promote', help='make a version the production one')
@@ -275,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--check', action='store_true', help='exit 1 if the committed file differs from the generator')
     mon = sub.add_parser('monitor', help='watch a served model: prediction log, outcomes, drift, alerts').add_subparsers(dest='monitor_cmd', required=True)
     monitoring.add_commands(mon)
-    drift.add_commands(mon, sub, run_stages=run)   # also `studentperf retrain`
+    drift.add_commands(mon, sub, run_stages=run, execute=execute)   # also `studentperf retrain`
     auth.add_commands(sub)   # keys
     return p
 
@@ -283,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_overrides(a: argparse.Namespace) -> dict:
     "The parameter overrides that the `run` flags stand for."
     o = {}
-    if a.dataset: o['run.dataset'] = a.dataset if a.dataset in ('demo', *spdata.UCI_FILES) else str(Path(a.dataset).expanduser().resolve())
+    if a.dataset: o['run.dataset'] = spdata.dataset_arg(a.dataset)
     if a.setup: o['run.setup'] = a.setup
     if a.quick: o['run.quick'] = True
     if getattr(a, 'scheduler', None): o['engine.scheduler'] = a.scheduler

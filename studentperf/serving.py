@@ -63,7 +63,7 @@ def student_model(schema: dict, # the model's input columns: `{column: spec}`
 # %% ../nbs/07_serving.ipynb #ac66c9c2
 class Prediction(BaseModel):
     "The answer for one student."
-    probability_pass: float = Field(description='estimated probability that the student passes (final grade >= threshold)')
+    probability_pass: float = Field(description="estimated probability that the student passes (as the model card's target defines it)")
     at_risk: bool = Field(description="true when the risk score 1 - probability_pass reaches the model's operating threshold")
     risk_band: Literal['high', 'watch', 'low'] = Field(description='high: flagged; watch: risk just below the threshold; low: neither')
     prediction_id: str = Field(description='the id of this prediction in the prediction log (send it back with the outcome)')

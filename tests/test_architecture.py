@@ -57,3 +57,37 @@ def test_no_two_modules_export_the_same_name():
                 for e in n.value.elts: owners[e.value].append(m)
     shared = {k: v for k, v in owners.items() if len(v) > 1 and k not in CONVENTIONS}
     assert not shared, f"public names defined in several modules: {shared}"
+
+
+# Words that are column names of the UCI schema and also the code's own vocabulary, in another sense: the quarantine
+# and decision `reason` field (data, monitoring, drift) and the direction word `higher` (handoff's interpretation).
+OWN_WORDS = {'reason', 'higher'}
+
+
+def schema_columns() -> set:
+    "Every column name of every schema block in params.yaml."
+    from studentperf.config import load_params
+    return {c for s in load_params()['schemas'].values() for c in s['columns']}
+
+
+def quoted_column_names(path: Path, columns: set) -> list:
+    "`(line, name)` of string literals in a module that are column names of a schema."
+    out = []
+    for n in ast.walk(ast.parse(path.read_text())):
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value in columns and n.value not in OWN_WORDS:
+            out.append((n.lineno, n.value))
+    return sorted(out)
+
+
+def test_no_module_names_a_schema_column():
+    "Column names live in params.yaml (and the demo recipes): no module hard-codes one, so any school's schema works."
+    columns = schema_columns()
+    assert {'G3', 'absences', 'Class', 'raisedhands'} <= columns            # both schemas are read
+    found = {f"{m}.py:{line}: {name!r}" for m, p in MODULES.items() for line, name in quoted_column_names(p, columns)}
+    assert not found, f"schema column names in the package (read them from the schema instead): {sorted(found)}"
+
+
+def test_the_column_name_check_can_fail(tmp_path):
+    bad = tmp_path/'bad.py'
+    bad.write_text("def f(X):\n    return X['Dalc'] + X['raisedhands'] + len('higher') + len(X['reason'])\n")
+    assert quoted_column_names(bad, schema_columns()) == [(2, 'Dalc'), (2, 'raisedhands')]

@@ -114,3 +114,23 @@ def test_evaluation_and_card_report_calibration(smote_run):
     assert '## Calibration' in md and 'sigmoid' in md and 'calibration_slope' in md
     fp = fast_predictor(modeling.load_model(out/'models'/'model.skops'), card['input_schema'])
     assert fp.path == 'numpy logreg + sigmoid calibration'
+
+
+def test_odds_ratios_of_the_calibrated_logistic_regression(smote_run):
+    "The saved model is a CalibratedClassifierCV around the pipeline: the interpretation guide still gets exact odds ratios."
+    p, out, tr, _, _ = smote_run
+    from studentperf import handoff
+    from studentperf.data import read_cleaned
+    from studentperf.features import split_xy
+    m = modeling.load_model(out/'models'/'model.skops')
+    assert type(m).__name__ == 'CalibratedClassifierCV' and len(m.calibrated_classifiers_) == 1   # ensemble=False: one pipeline
+    od = handoff.odds_ratios(m)
+    pipe = m.calibrated_classifiers_[0].estimator
+    assert od is not None and sorted(od['feature']) == sorted(handoff.feature_names(pipe))
+    X = split_xy(read_cleaned(out, p), p)[0].head(50)
+    logit = lambda P: np.log(P[:, 1] / P[:, 0])
+    f = modeling.preprocessor_of(pipe).transform(X)                   # the features the coefficients apply to
+    coef = od.set_index('feature').loc[handoff.feature_names(pipe), 'coefficient'].to_numpy()
+    lo = logit(m.predict_proba(X))
+    np.testing.assert_allclose(lo - lo[0], (f - f[0]) @ coef, atol=1e-6)   # the calibrated model's log-odds, exactly
+    assert not np.allclose(coef, pipe[-1].coef_[0])                   # not the raw pipeline's (calibration rescales them)

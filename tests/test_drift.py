@@ -128,7 +128,7 @@ def test_simulate_cli(tmp_path):
     assert len(req) == len(oc) == 50 and set(req['student_ref']) == set(oc['student_ref'])
 
 
-@pytest.mark.skipif(not os.environ.get('STUDENTPERF_SLOW'), reason='end-to-end retraining runs five notebooks (set STUDENTPERF_SLOW=1)')
+@pytest.mark.slow
 def test_retrain_end_to_end(tiny_run, tmp_path):
     import shutil
     from conftest import TINY
@@ -184,7 +184,7 @@ def test_check_reads_the_prediction_log(tiny_run, tmp_path):
     assert 'prediction_drift' in {a['rule'] for a in drift.read_alerts(tmp_path/'monitoring'/'alerts.jsonl')}
 
 
-@pytest.mark.skipif(not os.environ.get('STUDENTPERF_SLOW'), reason='the monitoring report executes the 09 notebook with papermill (set STUDENTPERF_SLOW=1)')
+@pytest.mark.slow
 def test_monitor_report(tiny_run, window, tmp_path):
     args = ['monitor', 'report', '--window', str(window['covariate'][0]), '--outcomes', str(window['covariate'][1]),
             '--models', str(tiny_run/'models'), '--out', str(tmp_path)]

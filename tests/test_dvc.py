@@ -125,7 +125,7 @@ def stale(repo) -> set:
 
 @pytest.mark.parametrize('pattern,new,first', [
     (r'^(  scaler:\s*)standard', r'\g<1>minmax', 'features'),            # features.scaler
-    (r'^(  pass_threshold:\s*)10', r'\g<1>12', 'prepare'),               # target.pass_threshold
+    (r'^(\s+pass_threshold:\s*)10', r'\g<1>12', 'prepare'),             # schemas.uci.target.pass_threshold
     (r'^(  cv_folds:\s*)5', r'\g<1>4', 'model'),                          # model.cv_folds
     (r'^(  calibration_bins:\s*)10', r'\g<1>8', 'evaluate'),              # evaluate.calibration_bins
 ])
@@ -180,7 +180,7 @@ def test_one_parameter_change_reruns_only_the_features_stage(repo):
         assert man['choices']['scaler'] == 'minmax', 'the rerun did not use the changed parameter'
 
 
-@pytest.mark.skipif(not os.environ.get('STUDENTPERF_SLOW'), reason='the model stage takes minutes: set STUDENTPERF_SLOW=1 (make test-slow)')
+@pytest.mark.slow
 def test_metrics_show_after_model_and_evaluate(repo):
     d, env = repo['path'], repo['env']
     later = [s for s in ('model', 'evaluate', 'handoff') if s in repo['stages']]

@@ -149,7 +149,7 @@ def test_choices_and_engineered_switches(demo, params):
     X, _ = F.split_xy(demo, params, 'C')
     n = lambda **c: F.build_preprocessor(params, 'C', **c).fit(X).transform(X).shape[1]
     assert n() == 49 and n(engineered=[]) == 43 and n(ordinal='onehot') == 87 and n(onehot_drop='first') == 45
-    for e in F.ENGINEERED:
+    for e in F.engineered_specs(params):
         pre = F.build_preprocessor(params, 'C', engineered=[e]).fit(X)
         assert list(pre.get_feature_names_out()).count(e) == 1 and len(pre.get_feature_names_out()) == 44
     no_skew = F.build_preprocessor(params, 'C', skew='none').fit(X)

@@ -1,6 +1,5 @@
-"The modeling stage: SMOTE inside the folds only, reproducible metrics, safe model files, the CLI on UCI Mathematics."
-import json, operator, subprocess, sys
-from pathlib import Path
+"The modeling stage: SMOTE inside the folds only, reproducible metrics, safe model files, the model stage of the CLI on UCI Portuguese."
+import json, operator
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,11 +8,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from studentperf import modeling
+from conftest import POR_C_MODELS
 from studentperf.config import load_params
 from studentperf.data import load_dataset
 from studentperf.features import split_xy
-
-CLI = [str(Path(sys.executable).parent/'studentperf')]
 
 
 class RecordingSMOTE(SMOTE):
@@ -56,8 +54,8 @@ def test_smote_runs_inside_each_training_fold_only(demo_train, monkeypatch):
 def test_same_data_params_seed_give_identical_metrics(tmp_path, demo_train):
     "Two runs with the same data, parameters and seed (with n_jobs=2) write identical metrics; another seed differs."
     p0, train, test = demo_train
-    o = {'run.quick': True, 'model.candidates': ['forest', 'svm', 'hgb'], 'model.ensembles': ['stacking'],
-         'model.quick.feature_variants': {'default': {}}}
+    o = {'run.quick': True, 'model.candidates': ['tree', 'forest'], 'model.ensembles': ['voting'], 'model.imbalance': ['smote'],
+         'model.quick.feature_variants': {'default': {}}}   # the seeded parts: folds, trees, forest, SMOTE, calibration
     X, y = split_xy(train, p0)
     a = modeling.train_models(X, y, load_params(overrides=o), progress=False)
     b = modeling.train_models(X, y, load_params(overrides=o), progress=False)
@@ -95,31 +93,118 @@ def test_model_file_round_trip_and_untrusted_type_refused(tmp_path, demo_train):
         modeling.load_model(tmp_path/'absent.skops')
 
 
-def test_cli_model_stage_on_uci_mathematics(uci_dir, tmp_path):
-    "The quick grid end to end: prepare, features and model on UCI Mathematics, setup C."
-    r = subprocess.run(CLI + ['run', '--stages', 'prepare,features,model', '--dataset', 'mat', '--setup', 'C',
-                              '--data-dir', str(uci_dir), '--out', str(tmp_path), '--quick'],
-                       capture_output=True, text=True, cwd='/')
+@pytest.mark.xdist_group('uci_por_c')
+def test_cli_model_stage_on_uci(por_c_run):
+    """The quick grid end to end on real data: the model stage of `studentperf run ... --dataset por --setup C --quick`
+    (the one run of conftest.por_c_run, shared with the features and evaluation tests)."""
+    tmp_path, r = por_c_run
     assert r.returncode == 0, r.stderr[-3000:]
     t = pd.read_csv(tmp_path/'metrics'/'model_comparison.csv')
-    assert set(t['model']) == {'baseline', 'logreg', 'knn', 'tree', 'forest', 'svm', 'hgb', 'voting', 'stacking'}
+    assert set(t['model']) == {'baseline', *POR_C_MODELS['model.candidates'], *POR_C_MODELS['model.ensembles']}
     for m in modeling.SEARCH_METRICS:
         assert {f'cv_{m}_mean', f'cv_{m}_std', f'test_{m}'} <= set(t.columns)
     assert t['selected'].sum() == 1 and t.loc[t.selected, 'model'].item() != 'baseline'
     base = t.set_index('model').loc['baseline']
-    assert base['cv_roc_auc_mean'] == 0.5 and abs(base['cv_accuracy_mean'] - 0.671) < 0.01   # always 'pass' on mat
+    assert base['cv_roc_auc_mean'] == 0.5 and abs(base['cv_accuracy_mean'] - 0.846) < 0.01   # always 'pass' on por
     tm = json.loads((tmp_path/'metrics'/'train_metrics.json').read_text())
-    assert tm['selected'] == t.loc[t.selected, 'model'].item() and (tm['dataset'], tm['setup'], tm['quick']) == ('mat', 'C', True)
+    assert tm['selected'] == t.loc[t.selected, 'model'].item() and (tm['dataset'], tm['setup'], tm['quick']) == ('por', 'C', True)
     s = pd.read_csv(tmp_path/'data'/'split.csv')
-    assert sorted(s['row']) == list(range(395)) and (s['part'] == 'test').sum() == 79
+    assert sorted(s['row']) == list(range(649)) and (s['part'] == 'test').sum() == 130
     df = pd.read_csv(tmp_path/'data'/'student_performance_cleaned.csv')
     test_rows = s.loc[s.part == 'test', 'row']
     assert abs(df.loc[test_rows, 'pass'].mean() - df['pass'].mean()) < 0.02     # stratified
     model = modeling.load_model(tmp_path/'models'/'model.skops')
     from studentperf.data import read_cleaned
-    p = load_params(overrides={'run.setup': 'C', 'run.dataset': 'mat'})
+    p = load_params(overrides={'run.setup': 'C', 'run.dataset': 'por'})
     X, y = split_xy(read_cleaned(tmp_path, p), p)
     proba = model.predict_proba(X.loc[test_rows])[:, 1]
     from sklearn.metrics import roc_auc_score
     assert abs(roc_auc_score(y.loc[test_rows], proba) - t.loc[t.selected, 'test_roc_auc'].item()) < 1e-6
     assert (tmp_path/'metrics'/'imbalance_comparison.csv').exists() and (tmp_path/'reports'/'03_modeling.html').exists()
+
+
+# --- the pre-registered selection rule (issue 14): ranking first, then calibrated probabilities ---
+
+def _comparison(**cols):
+    t = pd.DataFrame({'model': ['baseline', 'logreg', 'forest', 'hgb', 'stacking'], 'kind': ['baseline', 'candidate', 'candidate', 'candidate', 'ensemble'],
+                      'cv_roc_auc_mean': [.5, .78, .82, .83, .84], 'cv_roc_auc_std': [0, .03, .03, .03, .03],   # 1 SE (5 folds): .0134
+                      'cv_brier_mean': [.2, .09, .13, .15, .17], 'cv_brier_recal_mean': [.2, .09, .125, .14, .16]})
+    return t.assign(**cols)
+
+
+def test_auc_then_brier_prefers_calibrated_probabilities_within_one_se_of_the_best_auc():
+    p = load_params(overrides={'model.selection': 'auc_then_brier', 'model.cv_folds': 5})
+    t = _comparison()
+    assert modeling.select(t, rule='best') == 'stacking'                 # best AUC ...
+    assert modeling.select_by(t, p) == 'hgb'                             # ... loses to hgb (within 1 SE, Brier .14 < .16)
+    # forest's AUC (.82) is outside the band (.84 - .0134): its better Brier score never makes it win, nor logreg's (best of all)
+    assert modeling.select_by(t.assign(cv_brier_recal_mean=[.2, .01, .02, .14, .16]), p) == 'hgb'
+    # a wider band (noisier best) lets forest in, and then its Brier score wins
+    assert modeling.select_by(t.assign(cv_roc_auc_std=[0, .03, .03, .03, .06]), p) == 'forest'
+    # the recalibrated Brier counts: a shift the calibration step removes is not held against a model
+    assert modeling.select_by(t.assign(cv_brier_recal_mean=[.2, .09, .125, .14, .10]), p) == 'stacking'
+    # the one_se rule on the same table ignores probabilities: the simplest within 1 SE
+    assert modeling.select_by(t, load_params(overrides={'model.selection': 'one_se', 'model.cv_folds': 5})) == 'hgb'
+
+
+def test_the_selection_rule_is_declared_in_params():
+    p = load_params()
+    assert p['model']['selection'] in modeling.SELECTION_RULES
+    with pytest.raises(Exception, match='selection'):
+        load_params(overrides={'model.selection': 'lowest_brier'})
+
+
+def test_train_models_records_the_brier_scores_it_selects_by(demo_train):
+    p0, train, _ = demo_train
+    p = load_params(overrides={'run.quick': True, 'model.candidates': ['logreg', 'tree'], 'model.ensembles': [], 'model.n_jobs': 1,
+                               'model.selection': 'auc_then_brier', 'model.quick.feature_variants': {'default': {}},
+                               'model.quick.calibration': {'methods': ['none']}})
+    tr = modeling.train_models(*split_xy(train, p), p, progress=False)
+    t = tr.table.set_index('model')
+    assert {'cv_brier_mean', 'cv_brier_recal_mean'} <= set(t.columns) and (t['cv_brier_mean'] > 0).all()
+    assert t.loc['baseline', 'cv_brier_mean'] > t.loc['logreg', 'cv_brier_mean']
+    assert tr.selected == modeling.select(tr.table, rule='auc_then_brier', simplicity=p['model']['simplicity'], folds=3)
+
+
+# --- pooling both subjects: no student on both sides of a split ---
+
+def _no_group_on_both_sides(groups, splits):
+    for a, b in splits:
+        assert not set(np.asarray(groups)[a]) & set(np.asarray(groups)[b])
+
+
+def test_pooled_splits_keep_each_student_on_one_side_synthetic():
+    p = load_params(overrides={'run.quick': True})
+    block = p['schemas'][p['schema']]
+    match = list(block['columns'])[:4]   # a short key with few values: some students share it (the real rule: the test below)
+    block['pool'] = {'match': match, 'subject_column': 'subject'}
+    rng = np.random.default_rng(3)
+    students = pd.DataFrame({c: rng.integers(0, 3, 120) for c in match})    # small value ranges: some students share keys
+    a = students.iloc[:80].assign(**{'pass': rng.integers(0, 2, 80)})
+    b = students.iloc[40:].assign(**{'pass': rng.integers(0, 2, 80)})
+    pooled = modeling.pool_tables({'a': a, 'b': b}, p)
+    g = modeling.pool_groups(pooled, p)
+    assert g.nunique() < 120 and (pooled.groupby(g)['subject'].nunique() == 2).sum() >= 30
+    _no_group_on_both_sides(g, modeling.pooled_splits(pooled, p, 5, 0))
+    _no_group_on_both_sides(g, modeling.cv_splitter(p, grouped=True).split(pooled, pooled['pass'], g))
+    tr, te = modeling.holdout_split(pooled, p, groups=g)
+    assert not set(g[tr.index]) & set(g[te.index]) and len(tr) + len(te) == len(pooled)
+    # the check can fail: plain stratified folds do put a student on both sides
+    with pytest.raises(AssertionError):
+        _no_group_on_both_sides(g, modeling.StratifiedKFold(5, shuffle=True, random_state=0).split(pooled, pooled['pass']))
+
+
+def test_pooled_splits_on_the_real_files(uci_dir):
+    p = load_params(overrides={'data.data_dir': str(uci_dir)})
+    if not p['schemas'][p['schema']].get('pool'): pytest.skip('params.yaml declares no pool block for the active schema')
+    tabs = {s: load_dataset(p, s).data for s in ('mat', 'por')}
+    rep = modeling.overlap_report(tabs, modeling.pool_settings(p)['match'])
+    assert rep['inner_merge_rows'] == 382                        # the UCI documentation's figure
+    assert (rep['rows_with_counterpart'], rep['groups_in_both'], rep['one_to_one_pairs']) == ({'mat': 370, 'por': 374}, 366, 358)
+    pooled = modeling.pool_tables(tabs, p)
+    g = modeling.pool_groups(pooled, p)
+    _no_group_on_both_sides(g, modeling.pooled_splits(pooled, p, 10, 42))
+    pp = modeling.pool_params(p, ['mat', 'por'])
+    X, y = split_xy(pooled, pp)
+    assert 'subject' in X.columns or modeling.pool_settings(p)['subject_column'] in X.columns
+    _no_group_on_both_sides(g, modeling.cv_splitter(pp, grouped=True).split(X, y, g))

@@ -27,8 +27,9 @@ def test_the_name_sets_match_the_modules_that_define_them():
     assert set(config._SEARCH_METRICS) == set(modeling.SEARCH_METRICS)
     assert list(config._REPORT_METRICS) == list(evaluation.REPORT_METRICS)
     assert list(config._THRESHOLD_METRICS) == list(evaluation.THRESHOLD_METRICS)
-    assert config._ENGINEERED == tuple(features.ENGINEERED)
+    assert config._ENGINEERED_OPS == tuple(features.ENGINEERED_OPS)
     assert config._CALIBRATION_METHODS == tuple(modeling.CALIBRATION_METHODS)
+    assert config._SELECTION_RULES == tuple(modeling.SELECTION_RULES)
     fp = config.FeaturesParams.model_fields
     for k, allowed in features.CHOICES.items(): assert typing.get_args(fp[k].annotation) == allowed, k
     assert config.PerformanceParams().metrics == drift.PERF_METRICS
@@ -47,7 +48,7 @@ def test_the_name_sets_match_the_modules_that_define_them():
     ('engine.scheduler', 'tcp://host', "expected null, 'local' or an address like tcp://host:8786"),
     ('engine.scheduler', '10.0.0.5:8786', "expected null, 'local' or an address like tcp://host:8786"),
     ('model.metric', 'auc', "expected 'roc_auc', 'accuracy', 'balanced_accuracy' or 'f1_at_risk'"),
-    ('target.pass_treshold', 12, "unknown parameter 'target.pass_treshold'"),
+    ('schemas.uci.target.pass_treshold', 12, "unknown parameter 'schemas.uci.target.pass_treshold'"),
 ])
 def test_a_wrong_override_is_refused_at_load(key, value, expected):
     with pytest.raises(ParamsError) as e: load_params(overrides={key: value})
@@ -63,9 +64,9 @@ def test_a_wrong_file_is_refused_with_every_problem(tmp_path):
     lines = str(e.value).splitlines()
     assert f"{f}: model.cv_folds = 'five': expected a whole number >= 2" in lines
     assert f"{f}: engine.threads = 4: unknown parameter 'engine.threads'; section engine has: scheduler, workers, memory_limit, connect_timeout, blocksize" in lines
-    assert len(lines) == 2                                     # run.setup is checked against features.setups once the sections are valid
+    assert len(lines) == 2                                     # run.setup is checked against the schema's setups once the sections are valid
     f.write_text(f.read_text().replace('  cv_folds: five ', '  cv_folds: 5 ').replace('  threads: 4 ', ''))
-    with pytest.raises(ParamsError, match="run.setup = 'D': expected a setup declared in features.setups: A, B, C"): load_params(f)
+    with pytest.raises(ParamsError, match=r"run.setup = 'D': expected a setup of schema 'uci' \(schemas.uci.setups\): A, B, C"): load_params(f)
 
 
 def run_cli(*args, env=None, cwd=None):
@@ -95,6 +96,7 @@ def test_data_dir_is_an_override_and_the_runner_leaves_the_environment_alone(tmp
     monkeypatch.setattr(runner, 'run_stage', lambda s, out, overrides, params_file, **kw: seen.append(overrides))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv('STUDENTPERF_DATA_DIR', '/from/env')
+    (tmp_path/'uci').mkdir(); (tmp_path/'uci'/'student-mat.csv').touch()   # the runner checks the data file before any stage
     before = dict(os.environ)
     runner.run(['prepare', 'features'], tmp_path/'out', {'run.dataset': 'mat'}, None, 'uci')
     assert dict(os.environ) == before
@@ -102,6 +104,14 @@ def test_data_dir_is_an_override_and_the_runner_leaves_the_environment_alone(tmp
     p = load_params(overrides=seen[0])
     assert data.data_dir(p) == tmp_path/'uci'                         # the flag wins over $STUDENTPERF_DATA_DIR
     assert data.data_dir(load_params()) == Path('/from/env')          # which wins over params.yaml
+
+
+def test_a_missing_data_file_is_refused_before_any_stage_runs(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(runner, 'run_stage', lambda s, *a, **kw: seen.append(s))
+    with pytest.raises(data.DataError, match='studentperf data fetch'):
+        runner.run(['prepare'], tmp_path/'out', {'run.dataset': 'mat'}, None, tmp_path/'nope')
+    assert seen == []
 
 
 def test_cli_data_dir_reaches_the_stage_notebook_and_wins_over_the_environment(tmp_path):

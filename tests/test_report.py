@@ -17,7 +17,7 @@ def cli(*args, cwd='/'):
 @pytest.fixture(scope='module')
 def demo_report(tmp_path_factory):
     out = tmp_path_factory.mktemp('reports')
-    r = cli('--dataset', 'demo', '--setup', 'B', '--stages', 'prepare', '--out', out, '--quick', '--set', 'target.pass_threshold=12')
+    r = cli('--dataset', 'demo', '--setup', 'B', '--stages', 'prepare', '--out', out, '--quick', '--set', 'schemas.uci.target.pass_threshold=12')
     assert r.returncode == 0, r.stderr[-3000:]
     return out/'demo-B', r
 
@@ -32,9 +32,9 @@ def test_injected_parameters_are_visible(demo_report):
     folder, _ = demo_report
     nb = nbformat.read(folder/'01_data_prep.ipynb', as_version=4)
     inj = [c for c in nb.cells if 'injected-parameters' in c.metadata.get('tags', [])]
-    assert len(inj) == 1 and '"run.setup": "B"' in inj[0].source and '"target.pass_threshold": 12' in inj[0].source
+    assert len(inj) == 1 and '"run.setup": "B"' in inj[0].source and '"schemas.uci.target.pass_threshold": 12' in inj[0].source
     page = (folder/'01_data_prep.html').read_text()
-    assert 'target.pass_threshold' in page and 'run.setup' in page
+    assert 'schemas.uci.target.pass_threshold' in page and 'run.setup' in page
     rep = json.loads((folder/'data'/'data_report.json').read_text())
     assert rep['pass_threshold'] == 12, 'the override did not reach the stage'
 
@@ -48,14 +48,14 @@ def test_index_links_notebooks_and_shows_headline_and_inputs(demo_report):
     meta = json.loads((folder/'report.json').read_text())['meta']
     assert meta['data_sha256'] == file_sha256(ROOT/'data'/'demo'/'student-demo.csv')
     assert meta['params_sha256'] == file_sha256(ROOT/'params.yaml') and meta['quick'] is True
-    assert meta['overrides']['target.pass_threshold'] == 12
+    assert meta['overrides']['schemas.uci.target.pass_threshold'] == 12
 
 
 def test_same_inputs_same_numbers(demo_report, tmp_path):
     "A second report of the same configuration replaces the folder and reproduces the outputs byte for byte."
     folder, _ = demo_report
     first = {p.name: p.read_bytes() for p in (folder/'data').iterdir()}
-    again, ok = runner.report('demo', 'B', folder.parent, quick=True, sets={'target.pass_threshold': 12}, stages=['prepare'])
+    again, ok = runner.report('demo', 'B', folder.parent, quick=True, sets={'schemas.uci.target.pass_threshold': 12}, stages=['prepare'])
     assert ok and again == folder
     assert {p.name: p.read_bytes() for p in (folder/'data').iterdir()} == first
 
@@ -79,6 +79,7 @@ def test_failed_stage_is_in_the_index_and_exit_code(tmp_path):
     assert 'class="failed"' in (folder/'index.html').read_text() and (folder/'01_data_prep.html').exists()
 
 
+@pytest.mark.slow
 def test_report_on_uci_prepare(uci_dir, tmp_path):
     r = cli('--dataset', 'por', '--setup', 'C', '--stages', 'prepare', '--data-dir', uci_dir, '--out', tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -86,7 +87,7 @@ def test_report_on_uci_prepare(uci_dir, tmp_path):
     assert (tmp_path/'por-C'/'index.html').exists()
 
 
-@pytest.mark.skipif(not os.environ.get('STUDENTPERF_SLOW'), reason='all stages take minutes: set STUDENTPERF_SLOW=1 (make test-slow)')
+@pytest.mark.slow
 def test_full_report_por_setup_c(uci_dir, tmp_path):
     "The issue's acceptance run: every available stage on the Portuguese data, setup C (quick grids)."
     r = cli('--dataset', 'por', '--setup', 'C', '--data-dir', uci_dir, '--out', tmp_path, '--quick')

@@ -20,7 +20,7 @@ def test_stage_notebooks_keep_their_parameters_tag(nb):
 
 def test_papermill_parameters_override_params_yaml(tmp_path, capfd):
     "Fails if the tag is lost: the defaults would reset out_dir and the overrides after papermill's injection."
-    nb = runner.run_stage('prepare', tmp_path, {'target.pass_threshold': 14, 'data.missing': 'quarantine'})
+    nb = runner.run_stage('prepare', tmp_path, {'schemas.uci.target.pass_threshold': 14, 'data.missing': 'quarantine'})
     assert 'without encryption' not in capfd.readouterr().err   # the kernel talks over IPC (config.local_kernel): a quiet run
     rep = json.loads((tmp_path/'data'/'data_report.json').read_text())
     assert (rep['pass_threshold'], rep['missing_rule'], rep['dataset']) == (14, 'quarantine', 'demo')
@@ -32,7 +32,7 @@ def test_papermill_parameters_override_params_yaml(tmp_path, capfd):
     assert nb.with_suffix('.html').exists()
 
 
-@pytest.mark.parametrize('subject,n', [('por', 649), ('mat', 395)])
+@pytest.mark.parametrize('subject,n', [pytest.param('por', 649, marks=pytest.mark.slow), ('mat', 395)])   # por: also in por_c_run
 def test_cli_prepare_on_uci(uci_dir, tmp_path, subject, n):
     r = subprocess.run(CLI + ['run', '--stages', 'prepare', '--dataset', subject, '--data-dir', str(uci_dir), '--out', str(tmp_path)],
                        capture_output=True, text=True, cwd='/')

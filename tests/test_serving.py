@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from studentperf import handoff
-from studentperf.config import load_params, active_schema
+from studentperf.config import load_params, active_schema, active_target
 from studentperf.data import synthetic_students, with_dtypes, add_target
 from studentperf.features import setup_columns
 from studentperf.fastpath import fast_predictor, explain, contributions, columns_of
@@ -144,7 +144,7 @@ def kinds():
     "One tiny fitted model of every candidate kind and both ensembles (300 generated students; seconds)."
     p = load_params(overrides={'run.quick': True})
     sch = {c: active_schema(p)[c] for c in setup_columns(p)}
-    d = add_target(synthetic_students(300, seed=1), p['target'])
+    d = add_target(synthetic_students(300, seed=1), active_target(p))
     X, y = with_dtypes(d[list(sch)], sch), d['pass']
     small = {'forest': {'clf__n_estimators': 15}, 'hgb': {'clf__max_iter': 10}}
     models = {k: candidate_pipeline(k, p).set_params(**small.get(k, {})).fit(X, y) for k in ['logreg', 'knn', 'tree', 'forest', 'svm', 'hgb']}
@@ -169,7 +169,7 @@ def test_fallback_for_an_unknown_step(kinds):
     from sklearn.preprocessing import FunctionTransformer
     models, sch, p = kinds
     m = candidate_pipeline('logreg', p); m.steps.insert(3, ('odd', FunctionTransformer()))
-    d = add_target(synthetic_students(200, seed=3), p['target'])
+    d = add_target(synthetic_students(200, seed=3), active_target(p))
     X = with_dtypes(d[list(sch)], sch)
     fp = fast_predictor(m.fit(X, d['pass']), sch)
     assert fp.path == 'scikit-learn'
@@ -194,7 +194,7 @@ def test_linear_contributions_sum_to_the_logit(kinds):
 def test_tree_explanation_sign_of_failures(kinds):
     "In generated data past failures lower the grade: for students with failures, the tree's explanation says they raise risk."
     _, sch, p = kinds
-    d = add_target(synthetic_students(2000, seed=5), p['target'])
+    d = add_target(synthetic_students(2000, seed=5), active_target(p))
     X = with_dtypes(d[list(sch)], sch)
     tree = candidate_pipeline('tree', p).set_params(clf__max_depth=4, clf__min_samples_leaf=20).fit(X, d['pass'])
     fp = fast_predictor(tree, sch)

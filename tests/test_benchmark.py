@@ -1,0 +1,146 @@
+"""The paper benchmark (benchmarks/paper_comparison.py) is resumable: per-fold results written as each fold finishes, a
+rerun skips the folds done and gives the summary of an uninterrupted run, results of another configuration are refused."""
+import importlib.util, json
+from pathlib import Path
+import numpy as np
+import pandas as pd
+import pytest
+from studentperf.config import load_params, project_root
+from studentperf.data import load_dataset
+
+spec = importlib.util.spec_from_file_location('paper_comparison', project_root()/'benchmarks'/'paper_comparison.py')
+pc = importlib.util.module_from_spec(spec); spec.loader.exec_module(pc)
+
+# one run x 3 outer folds, the logistic regression only, one grid point, one feature variant: seconds per fold
+TINY = ['--setups', 'C', '--runs', '1', '--folds', '3', '--quick', '--n-jobs', '1', '--set', 'model.candidates=[logreg]',
+        '--set', 'model.ensembles=[]', '--set', 'model.imbalance=[none]', '--set', 'model.quick.grids={logreg: {C: [1]}}',
+        '--set', 'model.quick.feature_variants={default: {}}', '--set', 'model.quick.calibration={methods: [none]}', '--inner-folds', '2']
+
+
+@pytest.fixture(scope='module')
+def small_csv(tmp_path_factory):
+    "240 demo students (a few seconds per outer fold)."
+    p = load_params()
+    df = load_dataset(p, 'demo').data
+    path = tmp_path_factory.mktemp('data')/'small.csv'
+    cols = list(p['schemas'][p['schema']]['columns'])
+    df.sample(240, random_state=0)[cols].to_csv(path, sep=';', index=False)
+    return str(path)
+
+
+def counting(monkeypatch, fail_at=None):
+    "Replace `one_fold` by a counting wrapper; the `fail_at`-th call raises, as a run stopped in the middle of a fold."
+    calls, real = [], pc.one_fold
+    def fold(*args, **kw):
+        calls.append(1)
+        if fail_at is not None and len(calls) == fail_at: raise KeyboardInterrupt('stopped')
+        return real(*args, **kw)
+    monkeypatch.setattr(pc, 'one_fold', fold)
+    return calls
+
+
+def test_an_interrupted_run_resumes_without_recomputing_done_folds(tmp_path, small_csv, monkeypatch):
+    res = tmp_path/'res'
+    calls = counting(monkeypatch, fail_at=2)
+    with pytest.raises(KeyboardInterrupt): pc.main(['--datasets', small_csv, *TINY, '--results', str(res)])
+    done = sorted((res/'small-C').glob('*.json'))
+    assert [f.name for f in done] == ['r00-f00.json'] and len(calls) == 2   # the first fold was written before the stop
+    mtime = done[0].stat().st_mtime_ns
+    calls = counting(monkeypatch)
+    resumed = pc.main(['--datasets', small_csv, *TINY, '--results', str(res)])
+    assert len(calls) == 2                                                    # folds 1 and 2 only
+    assert done[0].stat().st_mtime_ns == mtime
+    assert sorted(f.name for f in (res/'small-C').glob('*.json')) == ['r00-f00.json', 'r00-f01.json', 'r00-f02.json']
+    calls = counting(monkeypatch)
+    again = pc.main(['--datasets', small_csv, *TINY, '--results', str(res)])
+    assert len(calls) == 0                                                    # nothing left to do
+    whole = pc.main(['--datasets', small_csv, *TINY, '--results', str(tmp_path/'whole')])
+    assert len(calls) == 3
+    pd.testing.assert_frame_equal(resumed, whole)
+    pd.testing.assert_frame_equal(again, whole)
+    assert set(whole['model']) == {'baseline', 'logreg', 'selected'} and (whole['accuracy'] > .5).all()
+
+
+def test_max_folds_stops_early_and_the_report_says_partial(tmp_path, small_csv, monkeypatch, capsys):
+    calls = counting(monkeypatch)
+    out = tmp_path/'report.md'
+    pc.main(['--datasets', small_csv, *TINY, '--results', str(tmp_path/'res'), '--max-folds', '1', '--out', str(out)])
+    assert len(calls) == 1
+    assert 'PARTIAL: 1 of 3 outer folds are done' in out.read_text()
+    assert len(pd.read_csv(out.with_suffix('.csv')).groupby(['run', 'fold'])) == 1
+
+
+def test_results_of_another_configuration_or_data_are_refused(tmp_path, small_csv, monkeypatch):
+    calls = counting(monkeypatch)
+    res = str(tmp_path/'res')
+    pc.main(['--datasets', small_csv, *TINY, '--results', res, '--max-folds', '0'])
+    cfg = json.loads((Path(res)/'config.json').read_text())
+    assert cfg['config']['folds'] == 3 and cfg['config']['grids'] == {'logreg': {'C': [1]}} and cfg['data']['small']
+    with pytest.raises(pc.ResultsMismatch, match=r'another configuration .*differing: folds'):
+        pc.main(['--datasets', small_csv, *TINY, '--results', res, '--max-folds', '0', '--folds', '4'])
+    with pytest.raises(pc.ResultsMismatch, match=r'differing: params_sha256'):
+        pc.main(['--datasets', small_csv, *TINY, '--results', res, '--max-folds', '0', '--set', 'model.smote_k=3'])
+    other = tmp_path/'small.csv'   # same name, other students
+    df = pd.read_csv(small_csv, sep=';'); df.iloc[::-1].iloc[:200].to_csv(other, sep=';', index=False)
+    with pytest.raises(pc.ResultsMismatch, match=r'the data of small differs'):
+        pc.main(['--datasets', str(other), *TINY, '--results', res, '--max-folds', '0'])
+    # a fold file of another configuration in the folder is refused, not mixed in
+    pc.main(['--datasets', small_csv, *TINY, '--results', res, '--max-folds', '1'])
+    f = Path(res)/'small-C'/'r00-f00.json'
+    rec = json.loads(f.read_text()); rec['fingerprint'] = 'x' * 16; f.write_text(json.dumps(rec))
+    with pytest.raises(pc.ResultsMismatch, match='refusing to mix'):
+        pc.main(['--datasets', small_csv, *TINY, '--results', res, '--max-folds', '0'])
+    assert len(calls) == 1
+
+
+def test_full_sets_the_papers_protocol():
+    ap_defaults = {k: v for k, v in pc.FULL.items()}
+    assert ap_defaults == {'runs': 20, 'folds': 10, 'inner_folds': None, 'quick': False}   # inner folds: model.cv_folds
+    assert pc.REDUCED['quick'] and pc.REDUCED['runs'] < 20
+
+
+@pytest.fixture(scope='module')
+def two_subjects(tmp_path_factory):
+    "Two small 'subjects' sharing 90 students (the same rows in both files), as CSV files."
+    p = load_params()
+    if not p['schemas'][p['schema']].get('pool'): pytest.skip(f"schema {p['schema']!r} declares no pool block in params.yaml")
+    df = load_dataset(p, 'demo').data[list(p['schemas'][p['schema']]['columns'])].reset_index(drop=True)
+    d = tmp_path_factory.mktemp('subjects')
+    df.iloc[:180].to_csv(d/'suba.csv', sep=';', index=False)
+    df.iloc[90:270].to_csv(d/'subb.csv', sep=';', index=False)
+    return str(d/'suba.csv'), str(d/'subb.csv')
+
+
+def test_pool_scores_each_subject_with_folds_grouped_by_student(tmp_path, two_subjects, monkeypatch):
+    "--pool: outer folds of the pooled table never split a student; each subject's test rows are scored apart."
+    seen = []
+    def fake(df, tr, te, params, subjects=None):
+        if subjects is None: return {'scores': {'selected': {'accuracy': .5}}, 'selected': 'logreg', 'brier_base': .2, 'oof': {'row': [], 'y': [], 'p': []}}
+        g = pc.pool_groups(df, params)
+        seen.append(set(g.iloc[tr]) & set(g.iloc[te]))
+        assert set(np.asarray(subjects)[te]) == {'suba', 'subb'}
+        return {s: {'scores': {'selected': {'accuracy': .5}}, 'selected': 'logreg', 'brier_base': .2, 'oof': {'row': [], 'y': [], 'p': []}}
+                for s in ('suba', 'subb')}
+    monkeypatch.setattr(pc, 'one_fold', fake)
+    res = tmp_path/'res'
+    pc.main(['--datasets', ','.join(two_subjects), '--pool', *TINY, '--results', str(res)])
+    assert len(seen) == 3 and all(not s for s in seen)
+    assert {d.name for d in res.iterdir() if d.is_dir()} == {'suba-C', 'subb-C', 'pool:suba-C', 'pool:subb-C'}
+    assert json.loads((res/'config.json').read_text())['config']['pool'] is True
+
+
+def test_one_pooled_fold_trains_on_both_subjects_grouped(two_subjects):
+    "The real fold function on a pooled table: grouped inner folds, one result per subject, scored on that subject's rows."
+    p0 = load_params()
+    tabs = {Path(f).stem: load_dataset(p0, f).data for f in two_subjects}
+    pooled = pc.pool_tables(tabs, p0)
+    overrides = pc.parse_set([TINY[i + 1] for i, x in enumerate(TINY) if x == '--set'])
+    p = pc.pool_params(pc.bench_params('C', 0, True, 2, None, [], overrides), list(tabs))
+    splits = pc.pooled_splits(pooled, p, 3, 0)
+    subj = pooled[pc.pool_settings(p)['subject_column']].to_numpy()
+    out = pc.one_fold(pooled, *splits[0], p, subj)
+    assert set(out) == {'suba', 'subb'}
+    te = splits[0][1]
+    for s, r in out.items():
+        assert sorted(r['oof']['row']) == sorted(int(i) for i in te[subj[te] == s])
+        assert r['scores']['selected']['roc_auc'] > .5 and 0 < r['scores']['selected']['brier'] < .25
