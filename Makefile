@@ -53,8 +53,8 @@ run: $(STAMP)
 	@echo "executed notebooks: outputs/reports/*.html   metrics: $(BIN)/dvc metrics show   plots: $(BIN)/dvc plots show"
 
 # pytest on 2 workers (pytest-xdist); tests sharing an expensive fixture stay on one worker (xdist_group, tests/conftest.py).
-# `make test` (under 5 minutes) leaves out the tests marked slow: the docs build, the DVC pipeline, real-data and
-# whole-pipeline runs; `make test-slow` runs them (CI runs both).
+# `make test` (under 5 minutes) leaves out the tests marked slow: the docs build, the DVC pipeline, report folders, Dask
+# clusters, real-data and whole-pipeline runs; `make test-slow` runs them (CI runs both).
 PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadgroup
 test: $(STAMP)
 	$(BIN)/nbdev_test --n_workers 2

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 import sklearn, imblearn
 from studentperf import scale
 from studentperf.config import load_params, active_target, parse_set, read_json, set_dotted, write_json, write_text
-from studentperf.data import load_dataset
+from studentperf.data import dataset_name, load_dataset
 from studentperf.evaluation import ece
 from studentperf.features import split_xy
 from studentperf.modeling import (SEARCH_METRICS, model_settings, pool_groups, pool_params, pool_settings, pool_tables, pooled_splits,
@@ -337,7 +337,8 @@ def report(summ: pd.DataFrame, chosen: dict, a, seconds: float, argv: list, done
     if any(str(d).startswith('pool:') for d in set(summ['dataset'])):
         L.append("- `pool:<subject>` cells: trained on the students of both subjects (a subject column added), outer folds "
                  "grouped by student (the overlap rule of `schemas.<schema>.pool`, `modeling.student_groups`: no student on "
-                 "both sides of any split, inner folds grouped too), scored on that subject's test students only.")
+                 "both sides of any split; the searches' folds are grouped too, but not the calibration step's, the stacking "
+                 "meta-model's or the SVM's internal Platt folds), scored on that subject's test students only.")
     if a.runs < 20 or a.folds != 10 or a.quick:
         L.append(f"- **Reduced protocol**: {a.runs} run(s) instead of 20{', small (`quick`) grids' if a.quick else ''}, "
                  f"inner {a.inner_folds}-fold CV, to fit the time available on {os.cpu_count()} shared cores. The means are "
@@ -451,7 +452,7 @@ def main(argv=None):
         md = report(summarise(rows), picks, a, (a.minutes or 0) * 60, ['benchmarks/paper_comparison.py'] + cmd)
         if a.out: write_text(a.out, md)
         print(md); return
-    names = {ds: Path(ds).stem if ds.endswith('.csv') else ds for ds in a.datasets}   # a CSV path: its file name names the cell
+    names = {ds: dataset_name(ds) for ds in a.datasets}   # a CSV path: its file name names the cell
     data = {names[ds]: load_dataset(base, ds, a.data_dir).data for ds in a.datasets}
     a.datasets = list(data)
     if a.pool:

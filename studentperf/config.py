@@ -642,6 +642,10 @@ def _schema_checks(name: str, s: SchemaParams) -> list:
             out.append(((*at, 'engineered', fname, 'columns'), e.columns, f"unknown column(s) {bad}: {listed()} (not the target)"))
         elif e.op != 'count_equal' and (bad := [c for c in e.columns if cols[c].kind not in ('ordinal', 'numeric', 'grade')]):
             out.append(((*at, 'engineered', fname, 'columns'), e.columns, f"op {e.op} needs number columns (ordinal, numeric, grade): not {bad}"))
+        elif bad := [c for c in e.columns if cols[c].prior]:
+            out.append(((*at, 'engineered', fname, 'columns'), e.columns, f"prior column(s) {bad}: setups leave them out, so a feature cannot need them"))
+        elif e.op == 'count_equal' and (bad := [c for c in e.columns if str(e.value) not in map(str, cols[c].values or [])]):
+            out.append(((*at, 'engineered', fname, 'value'), e.value, f"expected a declared value of every column counted: not one of {bad}'s values"))
     if bad := [c for c in s.skew_columns if c not in cols or cols[c].kind != 'numeric']:
         out.append(((*at, 'skew_columns'), s.skew_columns, f"not numeric column(s) of schema {name!r}: {bad}"))
     if bad := [c for c in s.groups if c not in cols or c == tcol]:

@@ -310,7 +310,7 @@ def clean_table(path: str|Path, # a student table
         'target_counts': {'pass': int(kept['pass'].sum()), 'fail': int((1 - kept['pass']).sum())},
         'pass_rate': round(float(kept['pass'].mean()), 4) if len(kept) else None,
         **({'band_counts': {b: int((kept['grade_band'] == b).sum()) for b in target['band_schemes'][target['bands']]}} if 'grade_band' in kept else {}),
-        **({'label_counts': {str(v): int((kept[gcol] == str(v)).sum()) for v in schema[gcol]['values']}} if kind != 'grade' else {}),
+        **({'label_counts': {str(v): int((kept[gcol].astype(str) == str(v)).sum()) for v in schema[gcol]['values']}} if kind != 'grade' else {}),
     }
     if report['rows_raw'] != report['rows_kept'] + report['duplicates_removed'] + report['rows_quarantined']:
         raise RuntimeError(f"{path}: row counts do not add up: {report}")

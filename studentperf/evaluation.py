@@ -270,7 +270,7 @@ def group_metrics(groups: pd.DataFrame, # one row per student (same order as `y_
             ix = g == v
             m = classification_metrics(y[ix], p[ix], threshold)
             rows.append({'column': c, 'group': v, **{k: m[k] for k in ('n', 'n_at_risk', 'tp', 'fn', 'fp', 'tn', *GROUP_METRICS)}})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=['column', 'group', 'n', 'n_at_risk', 'tp', 'fn', 'fp', 'tn', *GROUP_METRICS])   # no groups: no rows
 
 def group_gaps(table: pd.DataFrame, # from `group_metrics`
                metrics: list|None=None, # default `GROUP_METRICS`

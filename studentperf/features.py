@@ -149,7 +149,8 @@ def engineer_values(cols: dict, # `{column: 1-d array}`: float64 numbers with Na
         if op == 'bands':
             a = cols[c[0]]; return np.where(np.isnan(a), np.nan, np.searchsorted(np.asarray(spec['edges'], dtype='float64'), a, side='left').astype('float64'))
         if op == 'count_equal':
-            return functools.reduce(np.add, (np.where(pd.isna(cols[x]), np.nan, (cols[x] == spec['value']).astype('float64')) for x in c))
+            same = lambda a: a.astype(str) == str(spec['value']) if a.dtype == object else a == spec['value']   # text as text: value 1 counts '1'
+            return functools.reduce(np.add, (np.where(pd.isna(cols[x]), np.nan, same(cols[x]).astype('float64')) for x in c))
         if op == 'ratio': return cols[c[0]] / cols[c[1]]
     raise FeatureError(f"unknown engineered operation {op!r}; known: {', '.join(ENGINEERED_OPS)}")
 

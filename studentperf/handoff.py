@@ -18,12 +18,12 @@ from .modeling import save_model, load_model
 # %% auto #0
 __all__ = ['CARD_SCHEMA_VERSION', 'INTENDED_USE', 'LIMITS', 'CALIBRATION_KEYS', 'RESULT_COLUMNS', 'input_schema', 'model_version',
            'calibration_markdown', 'card_markdown', 'ArtifactError', 'Artifact', 'write_artifact', 'promote',
-           'versions', 'artifact_dir', 'load_artifact', 'risk_band', 'model_input', 'score', 'score_table',
-           'predict_file', 'feature_names', 'odds_ratios', 'importance', 'direction', 'interpretation_markdown',
-           'threshold_rule_text', 'build_card', 'holdout_rows', 'interpret', 'run_handoff']
+           'versions', 'artifact_dir', 'load_artifact', 'risk_band', 'model_input', 'input_records', 'score',
+           'score_table', 'predict_file', 'feature_names', 'odds_ratios', 'importance', 'direction',
+           'interpretation_markdown', 'threshold_rule_text', 'build_card', 'holdout_rows', 'interpret', 'run_handoff']
 
 # %% ../nbs/05_handoff.ipynb #00d7605b
-CARD_SCHEMA_VERSION = 1
+CARD_SCHEMA_VERSION = 2   # 2: engineered features from the schema block (models of version 1 need retraining)
 
 INTENDED_USE = ("Flag secondary-school students who may fail the course (at risk as the target below defines it), early "
                 "enough for teachers to offer help. A flag is a prompt for a conversation, not a verdict.")
@@ -225,6 +225,13 @@ def model_input(df: pd.DataFrame, # rows with (at least) the model's input colum
     missing = [c for c in art.columns if c not in df]
     if missing: raise ValueError(f"missing input column(s) {', '.join(missing)}")
     return spdata.with_dtypes(df[art.columns], art.card['input_schema'])
+
+def input_records(rows: pd.DataFrame, # rows as read from a file (text; '' = missing), with the model's input columns
+                  art: Artifact, # the loaded artifact
+                 ) -> list:
+    "Rows of a file as the API receives students: one dict per row, typed values, None for a missing value (explanations, the prediction log)."
+    parsed = spdata.parse_values(rows[art.columns], art.card['input_schema'])[0]
+    return model_input(parsed, art).astype(object).where(lambda d: d.notna(), None).to_dict('records')
 
 def score(art: Artifact, # the loaded artifact
           X: pd.DataFrame, # model input (see `model_input`)

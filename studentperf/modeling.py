@@ -349,17 +349,19 @@ def baseline() -> DummyClassifier:
 SMALL_MODEL = {'run.quick': True, 'model.candidates': ['logreg'], 'model.ensembles': [], 'model.imbalance': ['none']}
 
 # %% ../nbs/03_modeling.ipynb #471332f5
-def calibrated_brier(table: pd.DataFrame # rows with `cv_brier_mean` and, where recorded, `cv_brier_recal_mean`
+def calibrated_brier(table: pd.DataFrame, # rows with `cv_brier_mean` and, where recorded, `cv_brier_recal_mean`
+                     recalibrate: bool=True, # the calibration step may choose sigmoid (`model.calibration.methods`)
                     ) -> pd.Series:
     "Each row's CV Brier score as it will be after the calibration step: the lower of raw and cross-fitted recalibrated."
     raw = table['cv_brier_mean']
-    return raw if 'cv_brier_recal_mean' not in table else np.fmin(raw, table['cv_brier_recal_mean'])
+    return np.fmin(raw, table['cv_brier_recal_mean']) if recalibrate and 'cv_brier_recal_mean' in table else raw
 
 def select(table: pd.DataFrame, # one row per model: `model`, `kind`, `cv_<metric>_mean|std` (and `cv_brier*` for auc_then_brier)
            metric: str='roc_auc', # the column to rank by (`best`, `one_se`)
            rule: str='one_se', # one of `SELECTION_RULES`
            simplicity: list=(), # model names, simplest first (for `one_se` and ties; unlisted names come last)
            folds: int=5, # CV folds (the standard error is std / sqrt(folds))
+           recalibrate: bool=True, # `auc_then_brier`: count the sigmoid recalibration (only when the calibration step may use it)
           ) -> str:
     "The name of the model chosen by `rule` from the cross-validation columns (the baseline never takes part)."
     t = table[table['kind'] != 'baseline'].set_index('model')
@@ -373,7 +375,7 @@ def select(table: pd.DataFrame, # one row per model: `model`, `kind`, `cv_<metri
     order = {n: i for i,n in enumerate(simplicity)}
     if rule == 'one_se': return min(ok, key=lambda n: (order.get(n, len(order)), -mean[n]))
     if 'cv_brier_mean' not in t: raise ValueError("select: rule auc_then_brier needs the CV Brier score (column cv_brier_mean)")
-    brier = calibrated_brier(t.loc[ok]).round(6)
+    brier = calibrated_brier(t.loc[ok], recalibrate).round(6)
     return min(ok, key=lambda n: (brier[n], order.get(n, len(order)), -mean[n]))
 
 def select_by(table: pd.DataFrame, # as for `select`
@@ -382,7 +384,8 @@ def select_by(table: pd.DataFrame, # as for `select`
              ) -> str:
     "`select` with the rule of `params.yaml`."
     m = model_settings(params)
-    return select(table, m['metric'], m['selection'], m['simplicity'] if simplicity is None else simplicity, m['cv_folds'])
+    return select(table, m['metric'], m['selection'], m['simplicity'] if simplicity is None else simplicity, m['cv_folds'],
+                  'sigmoid' in m['calibration']['methods'])
 
 # %% ../nbs/03_modeling.ipynb #7c6eb514
 def compare_feature_variants(X: pd.DataFrame, y: pd.Series, # the training part

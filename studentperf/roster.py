@@ -60,9 +60,7 @@ def score_class(art: handoff.Artifact, # the loaded model
     if n['rows_read'] != n['valid'] + n['invalid']: raise RuntimeError(f"{class_file}: row counts do not add up: {n}")
     schema, ex = art.card['input_schema'], []
     if len(scored):
-        parsed = spdata.parse_values(scored[art.columns], schema)[0]   # as score_table read them ('' = missing)
-        rows = handoff.model_input(parsed, art).astype(object).where(lambda d: d.notna(), None).to_dict('records')
-        ex = explain(fast_predictor(art.model, schema), rows, explain_top)
+        ex = explain(fast_predictor(art.model, schema), handoff.input_records(scored, art), explain_top)   # as score_table read them
     refs = _refs(scored)
     students = pd.DataFrame({'line': scored.index.astype(int),
                              'student': refs.where(refs != '', [f'row {i}' for i in scored.index]).to_numpy(),

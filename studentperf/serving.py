@@ -25,7 +25,7 @@ from .config import load_params, default_out, atomic_path, setup_logging
 from . import handoff
 from .features import setup_columns
 from .fastpath import FastPredictor, fast_predictor, explain
-from . import monitoring, auth, data as spdata
+from . import monitoring, auth
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger(__name__ + '.access')
@@ -421,8 +421,7 @@ def annotate_scores(model_path: str|Path, # the model that scored the file
     n = 0
     with atomic_path(scored_path) as tmp:
         for i, chunk in enumerate(pd.read_csv(scored_path, chunksize=chunksize, keep_default_na=False, dtype=str)):
-            parsed = spdata.parse_values(chunk[art.columns], art.card['input_schema'])[0]   # as predict_file read them ('' = missing)
-            rows = handoff.model_input(parsed, art).astype(object).where(lambda d: d.notna(), None).to_dict('records')
+            rows = handoff.input_records(chunk, art)   # as predict_file read them ('' = missing)
             if prediction_log is not None:
                 res = [{'probability_pass': float(p), 'at_risk': a == 'True', 'risk_band': b}
                        for p, a, b in zip(chunk['probability_pass'], chunk['at_risk'], chunk['risk_band'])]

@@ -71,9 +71,10 @@ GROUPED_MODULES = {'test_docs', 'test_dvc', 'test_report', 'test_serving', 'test
                    'test_roster'}
 
 # `make test` runs what is not marked `slow` (under 5 minutes on 2 cores); `make test-slow` runs the rest, and CI
-# runs both. Slow: the docs build (also `make docs`), the DVC pipeline in a git copy, the real-data runs of several
-# stages (conftest.por_c_run) and the tests marked `@pytest.mark.slow` (whole pipelines: full report, retraining).
-SLOW_MODULES = {'test_docs', 'test_dvc'}
+# runs both. Slow: the docs build (also `make docs`), the DVC pipeline in a git copy, report folders (papermill runs of
+# several stages), Dask clusters, the real-data runs of several stages (conftest.por_c_run) and the tests marked
+# `@pytest.mark.slow` (whole pipelines: full report, retraining).
+SLOW_MODULES = {'test_docs', 'test_dvc', 'test_report', 'test_scale'}
 
 
 def pytest_configure(config):

@@ -125,6 +125,23 @@ def test_a_group_column_not_in_the_schema_is_refused():
         load_params(overrides={**OTHER, 'schemas.district2.skew_columns': ['Topic']})
 
 
+def test_an_engineered_count_of_an_undeclared_value_or_on_prior_columns_is_refused():
+    "A count of a value no counted column holds would be 0 everywhere; a feature on prior grades would break setups B and C."
+    with pytest.raises(ParamsError, match=r"schemas.district2.engineered.parent_answers.value = 'yes': expected a declared value"):
+        load_params(overrides={**OTHER, 'schemas.district2.engineered.parent_answers.value': 'yes'})   # the column holds Yes/No
+    with pytest.raises(ParamsError, match=r"schemas.uci.engineered.total_alc.columns = \['G1', 'G2'\]: prior column\(s\)"):
+        load_params(overrides={'schemas.uci.engineered.total_alc.columns': ['G1', 'G2']})
+
+
+def test_a_schema_without_groups_is_evaluated(other_run, tmp_path):
+    "groups is optional: the evaluation then has no per-group rows, and no error."
+    import shutil
+    _, out = other_run
+    shutil.copytree(out, tmp_path/'run')
+    ev = run_evaluate(load_params(overrides={**TINY, **OTHER, 'schemas.district2.groups': []}), tmp_path/'run')
+    assert ev.groups.empty and ev.gaps.empty and (tmp_path/'run'/'metrics'/'eval_metrics.json').exists()
+
+
 def test_outcomes_of_the_other_school_are_labels(tmp_path):
     "Monitoring and drift read the other school's outcome as its label: L is at risk, M and H pass; other values are quarantined."
     from studentperf import monitoring as mon, drift

@@ -30,6 +30,7 @@ def test_the_name_sets_match_the_modules_that_define_them():
     assert config._ENGINEERED_OPS == tuple(features.ENGINEERED_OPS)
     assert config._CALIBRATION_METHODS == tuple(modeling.CALIBRATION_METHODS)
     assert config._SELECTION_RULES == tuple(modeling.SELECTION_RULES)
+    assert list(config._TARGET_KINDS) == list(data.TARGET_KINDS)
     fp = config.FeaturesParams.model_fields
     for k, allowed in features.CHOICES.items(): assert typing.get_args(fp[k].annotation) == allowed, k
     assert config.PerformanceParams().metrics == drift.PERF_METRICS
