@@ -72,7 +72,7 @@ check-sync: $(STAMP)
 	$(BIN)/nbdev_export
 	$(BIN)/nbdev_clean
 	$(BIN)/python tools/readme.py
-	git status --porcelain -- studentperf nbs README.md | tee /dev/stderr | (! grep -q .)
+	@changed=$$(git status --porcelain -- studentperf nbs README.md); [ -z "$$changed" ] || { echo "$$changed" >&2; exit 1; }
 
 # the docs site without Quarto (nbdev_proc_nbs + Sphinx) into _docs/, then its checks
 docs: $(STAMP)
