@@ -83,7 +83,7 @@ def config_record(a) -> dict:
     effective grids in clear), the outer folds, inner folds, first seed, quick, ensembles and pooling. Not the number of
     runs (run r always shuffles with seed + r) nor where or how fast the folds run."""
     p = bench_params('C', a.seed, a.quick, a.inner_folds, a.params, a.ensembles, a.overrides)
-    shaping = {k: p[k] for k in ('target', 'schema', 'schemas', 'features', 'model') if k in p}
+    shaping = {k: p[k] for k in ('schema', 'schemas', 'features', 'model')}   # the target lives in its schema block
     shaping['data.missing'] = p['data']['missing']
     m = model_settings(p)
     return {'version': 1, 'folds': a.folds, 'inner_folds': a.inner_folds, 'seed': a.seed, 'quick': bool(a.quick),
