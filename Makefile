@@ -11,7 +11,9 @@ SETUP   ?= C
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install --no-compile -e ".[dev]"
+	@# byte-code on all cores (pip's own compiling is one file at a time); like pip, a file that does not compile is not fatal
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib || echo "compileall: some files above did not compile (imports still work)"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -53,11 +55,11 @@ run: $(STAMP)
 	@echo "executed notebooks: outputs/reports/*.html   metrics: $(BIN)/dvc metrics show   plots: $(BIN)/dvc plots show"
 
 # pytest on 2 workers (pytest-xdist); tests sharing an expensive fixture stay on one worker (xdist_group, tests/conftest.py).
+# The notebooks' own checks (what nbdev_test runs) are tests of that pool too (tests/test_notebooks.py).
 # `make test` (under 5 minutes) leaves out the tests marked slow: the docs build, the DVC pipeline, report folders, Dask
 # clusters, real-data and whole-pipeline runs; `make test-slow` runs them (CI runs both).
 PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadgroup
 test: $(STAMP)
-	$(BIN)/nbdev_test --n_workers 2
 	$(PYTEST) -m "not slow" tests
 
 export: $(STAMP)

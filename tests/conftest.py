@@ -1,5 +1,5 @@
 "Shared fixtures: the UCI data directory (skipped with a visible reason when absent) and the project's parameters."
-import json, os, subprocess, sys
+import json, logging, os, subprocess, sys
 from pathlib import Path
 import pytest
 from studentperf.config import load_params, project_root
@@ -47,6 +47,21 @@ def tiny_run(tmp_path_factory):
 
 
 CLI = [str(Path(sys.executable).parent/'studentperf')]
+
+
+def cli_here(capsys, *args) -> subprocess.CompletedProcess:
+    """`studentperf ARGS` run in this process: the `runner.main` the console script calls, without the new interpreter's
+    seconds of imports. For the CLI's quick paths (refusals, a fetch); end-to-end runs still start the console script
+    (`CLI`). Returns what `subprocess.run` would: the exit code and the captured stdout and stderr."""
+    from studentperf import runner
+    lg = logging.getLogger('studentperf'); level = lg.level   # main sets the package's log level: keep this process's
+    try: code = runner.main([str(a) for a in args])
+    except SystemExit as e: code = e.code
+    finally: lg.setLevel(level)
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(['studentperf', *map(str, args)], code, out.out, out.err)
+
+
 POR_C_MODELS = {'model.candidates': ['logreg', 'knn', 'tree', 'svm', 'hgb'], 'model.ensembles': ['voting']}
 
 
@@ -83,6 +98,8 @@ def pytest_configure(config):
 
 @pytest.hookimpl(tryfirst=True)   # before xdist's own hook reads the marks
 def pytest_collection_modifyitems(config, items):
+    # the notebooks first among the tests that run one by one: the long ones start early, and short tests fill the end
+    items.sort(key=lambda item: getattr(item, 'module', None) is None or item.module.__name__ != 'test_notebooks')
     for item in items:
         mod = item.module.__name__ if getattr(item, 'module', None) else ''
         if mod in GROUPED_MODULES and not item.get_closest_marker('xdist_group'):

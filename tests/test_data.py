@@ -1,11 +1,10 @@
 "Data preparation: loaders, validation, quarantine, duplicates, missing values, the demo generator, fetching."
-import hashlib, io, json, subprocess, sys, zipfile
-from pathlib import Path
+import io, zipfile
 import pandas as pd
 import pytest
 from studentperf import data
 from studentperf.config import load_params
-from conftest import ROOT
+from conftest import cli_here
 
 
 def demo_rows(params, n=6):
@@ -104,15 +103,14 @@ def test_demo_data_has_what_real_exports_have(params):
     assert 0.65 <= r['pass_rate'] <= 0.86   # between the real Mathematics (0.67) and Portuguese (0.85) pass rates
 
 
-def test_fetch_cli_verifies_checksums_offline(params, uci_dir, tmp_path):
+def test_fetch_cli_verifies_checksums_offline(params, uci_dir, tmp_path, capsys):
     "Build an archive shaped like the UCI download from the local files, and fetch it from a file:// URL."
     inner = io.BytesIO()
     with zipfile.ZipFile(inner, 'w') as z:
         for f in ('student-mat.csv', 'student-por.csv', 'student.txt'): z.write(uci_dir/f, f)
     arc = tmp_path/'student+performance.zip'
     with zipfile.ZipFile(arc, 'w') as z: z.writestr('student.zip', inner.getvalue())
-    cli = [str(Path(sys.executable).parent/'studentperf')]
-    r = subprocess.run(cli + ['data', 'fetch', '--url', arc.as_uri(), '--dest', str(tmp_path/'got')], capture_output=True, text=True)
+    r = cli_here(capsys, 'data', 'fetch', '--url', arc.as_uri(), '--dest', tmp_path/'got')
     assert r.returncode == 0, r.stderr
     assert 'student-por.csv: verified' in r.stdout
     assert data.file_sha256(tmp_path/'got'/'student-mat.csv') == params['data']['fetch']['files']['student-mat.csv']
@@ -120,5 +118,5 @@ def test_fetch_cli_verifies_checksums_offline(params, uci_dir, tmp_path):
     tampered = tmp_path/'bad.zip'
     with zipfile.ZipFile(tampered, 'w') as z:
         z.writestr('student-mat.csv', (uci_dir/'student-mat.csv').read_bytes() + b'\n'); z.write(uci_dir/'student-por.csv', 'student-por.csv')
-    r = subprocess.run(cli + ['data', 'fetch', '--url', tampered.as_uri(), '--dest', str(tmp_path/'bad')], capture_output=True, text=True)
+    r = cli_here(capsys, 'data', 'fetch', '--url', tampered.as_uri(), '--dest', tmp_path/'bad')
     assert r.returncode == 1 and 'student-mat.csv has SHA-256' in r.stderr and not (tmp_path/'bad').exists()

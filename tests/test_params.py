@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from studentperf import config, data, drift, evaluation, features, modeling, monitoring, runner
 from studentperf.config import ParamsError, load_params, typed_params
-from conftest import ROOT
+from conftest import ROOT, cli_here
 
 CLI = [str(Path(sys.executable).parent/'studentperf')]
 PARAMS = str(ROOT/'params.yaml')
@@ -79,15 +79,15 @@ def run_cli(*args, env=None, cwd=None):
     ('run.quick=3', 'run.quick = 3: expected true or false (set by an override)'),
     ('engine.scheduler=tcp://nowhere', "engine.scheduler = 'tcp://nowhere': expected null, 'local' or an address"),
 ])
-def test_the_cli_refuses_a_wrong_value_before_any_stage_runs(tmp_path, setting, expected):
-    r = run_cli('run', '--set', setting, '--out', tmp_path/'out')
+def test_the_cli_refuses_a_wrong_value_before_any_stage_runs(tmp_path, capsys, setting, expected):
+    r = cli_here(capsys, 'run', '--set', setting, '--out', tmp_path/'out')
     assert r.returncode == 1 and f"studentperf: error: {PARAMS}: {expected}" in r.stderr, r.stderr[-2000:]
     assert not (tmp_path/'out').exists()                      # nothing ran, nothing was written
     assert 'Traceback' not in r.stderr
 
 
-def test_report_refuses_a_wrong_value_too(tmp_path):
-    r = run_cli('report', '--set', 'model.cv_folds=false', '--out', tmp_path)
+def test_report_refuses_a_wrong_value_too(tmp_path, capsys):
+    r = cli_here(capsys, 'report', '--set', 'model.cv_folds=false', '--out', tmp_path)
     assert r.returncode == 1 and "model.cv_folds = False: expected a whole number >= 2, not true/false" in r.stderr
     assert list(tmp_path.iterdir()) == []
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from studentperf import runner
-from conftest import ROOT
+from conftest import ROOT, cli_here
 
 CLI = [str(Path(sys.executable).parent/'studentperf')]
 
@@ -43,16 +43,15 @@ def test_cli_prepare_on_uci(uci_dir, tmp_path, subject, n):
     assert (tmp_path/'reports'/'01_data_prep.html').exists() and str(tmp_path) in r.stdout
 
 
-def test_cli_missing_data_dir_says_how_to_get_it(tmp_path):
-    r = subprocess.run(CLI + ['run', '--stages', 'prepare', '--dataset', 'mat', '--data-dir', str(tmp_path/'nope'), '--out', str(tmp_path)],
-                       capture_output=True, text=True)
+def test_cli_missing_data_dir_says_how_to_get_it(tmp_path, capsys):
+    r = cli_here(capsys, 'run', '--stages', 'prepare', '--dataset', 'mat', '--data-dir', tmp_path/'nope', '--out', tmp_path)
     assert r.returncode == 1 and 'studentperf data fetch' in r.stderr and 'STUDENTPERF_DATA_DIR' in r.stderr
 
 
-def test_cli_refuses_unknown_parameter_and_stage(tmp_path):
-    r = subprocess.run(CLI + ['run', '--set', 'target.pass_treshold=12', '--out', str(tmp_path)], capture_output=True, text=True)
+def test_cli_refuses_unknown_parameter_and_stage(tmp_path, capsys):
+    r = cli_here(capsys, 'run', '--set', 'target.pass_treshold=12', '--out', tmp_path)
     assert r.returncode == 1 and "unknown parameter 'target.pass_treshold'" in r.stderr
-    r = subprocess.run(CLI + ['run', '--stages', 'train', '--out', str(tmp_path)], capture_output=True, text=True)
+    r = cli_here(capsys, 'run', '--stages', 'train', '--out', tmp_path)
     assert r.returncode == 1 and 'unknown stage(s) train' in r.stderr
 
 
