@@ -259,11 +259,10 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def picks_from_md(path: Path) -> dict:
-    "The 'Models picked' lines of an earlier report: {(dataset, setup): {model: count}}."
+    "The 'Models picked' lines of an earlier report: {(cell, setup): {model: count}}; a cell's heading names it in backticks."
     chosen, ds = {}, None
     for line in path.read_text().splitlines():
-        for k, name in SUBJECT.items():
-            if line.startswith(f'## {name}'): ds = k
+        if line.startswith('## ') and line.endswith('`)') and '(`' in line: ds = line.rsplit('(`', 1)[1][:-2]   # `cell_title`
         if line.startswith('Models picked') and ds:
             for part in line.split(': ', 1)[1].split('; '):
                 st, items = part.split(': ', 1)

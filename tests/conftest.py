@@ -9,6 +9,14 @@ ROOT = project_root()
 UCI_DIR = Path(os.environ.get('STUDENTPERF_DATA_DIR') or ROOT.parent/'shared'/'data'/'uci-student-performance')
 
 
+@pytest.fixture(autouse=True)
+def environment_restored():
+    "Code under test may set environment variables for the processes it starts (`serve` does): no test sees another's."
+    before = dict(os.environ)
+    yield
+    if os.environ != before: os.environ.clear(); os.environ.update(before)
+
+
 @pytest.fixture
 def params():
     return load_params()

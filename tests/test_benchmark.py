@@ -144,3 +144,13 @@ def test_one_pooled_fold_trains_on_both_subjects_grouped(two_subjects):
     for s, r in out.items():
         assert sorted(r['oof']['row']) == sorted(int(i) for i in te[subj[te] == s])
         assert r['scores']['selected']['roc_auc'] > .5 and 0 < r['scores']['selected']['brier'] < .25
+
+
+def test_picks_are_read_back_per_cell_including_pooled_cells(tmp_path):
+    "A re-rendered report takes the picks of each cell from the run's report: `pool:mat` must not overwrite `mat`."
+    md = '\n'.join(f"## {pc.cell_title(c)}\n\n| table |\n\nModels picked by the selection rule (outer folds): C: {m} 3, logreg 1\n"
+                   for c, m in (('mat', 'forest'), ('por', 'hgb'), ('pool:mat', 'svm'), ('pool:por', 'knn')))
+    (tmp_path/'r.md').write_text(md)
+    got = pc.picks_from_md(tmp_path/'r.md')
+    assert got == {('mat', 'C'): {'forest': 3, 'logreg': 1}, ('por', 'C'): {'hgb': 3, 'logreg': 1},
+                   ('pool:mat', 'C'): {'svm': 3, 'logreg': 1}, ('pool:por', 'C'): {'knn': 3, 'logreg': 1}}

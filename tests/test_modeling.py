@@ -55,7 +55,8 @@ def test_same_data_params_seed_give_identical_metrics(tmp_path, demo_train):
     "Two runs with the same data, parameters and seed (with n_jobs=2) write identical metrics; another seed differs."
     p0, train, test = demo_train
     o = {'run.quick': True, 'model.candidates': ['tree', 'forest'], 'model.ensembles': ['voting'], 'model.imbalance': ['smote'],
-         'model.quick.feature_variants': {'default': {}}}   # the seeded parts: folds, trees, forest, SMOTE, calibration
+         'model.quick.feature_variants': {'default': {}},   # the seeded parts: folds, trees, forest, SMOTE, calibration
+         'model.quick.grids': {'tree': {'max_depth': [3]}, 'forest': {'n_estimators': [10], 'min_samples_leaf': [5]}}}
     X, y = split_xy(train, p0)
     a = modeling.train_models(X, y, load_params(overrides=o), progress=False)
     b = modeling.train_models(X, y, load_params(overrides=o), progress=False)
@@ -74,7 +75,8 @@ def test_model_file_round_trip_and_untrusted_type_refused(tmp_path, demo_train):
     p, train, test = demo_train
     X, y = split_xy(train, p)
     o = {'run.quick': True, 'model.candidates': ['hgb', 'tree', 'svm'], 'model.ensembles': ['stacking'],
-         'model.imbalance': ['smote'], 'model.quick.feature_variants': {'default': {}}}
+         'model.imbalance': ['smote'], 'model.quick.feature_variants': {'default': {}},
+         'model.quick.calibration': {'methods': ['none']}}   # the stacking model's file is checked, not the calibration
     tr = modeling.train_models(X, y, load_params(overrides=o), progress=False)
     Xt, _ = split_xy(test, p)
     back = modeling.load_model(modeling.save_model(tr.models['stacking'], tmp_path/'m.skops'))

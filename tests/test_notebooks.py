@@ -15,7 +15,7 @@ from nbdev.doclinks import nbglob
 from nbdev.test import test_nb as execute_notebook_checks   # renamed: pytest would collect `test_nb` as a test
 
 NOTEBOOKS = sorted(nbglob(as_path=True))   # nbdev_test's selection: nbs/*.ipynb, skipping files and folders starting with _ or .
-PRELOAD = ['nbdev.test', 'pandas', 'sklearn', 'studentperf.config']
+PRELOAD = ['nbdev.test', 'fastcore.test', 'execnb.shell', 'matplotlib.pyplot', 'seaborn', 'studentperf.runner', 'studentperf.fastpath']
 
 
 def run_notebook(nb: str, skip_flags: list, basepath: str) -> tuple:
