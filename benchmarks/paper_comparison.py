@@ -38,7 +38,7 @@ import sklearn, imblearn
 from studentperf import scale
 from studentperf.config import load_params, active_target, parse_set, read_json, set_dotted, write_json, write_text
 from studentperf.data import dataset_name, load_dataset
-from studentperf.evaluation import ece
+from studentperf.evaluation import classification_metrics, ece
 from studentperf.features import split_xy
 from studentperf.modeling import (SEARCH_METRICS, model_settings, pool_groups, pool_params, pool_settings, pool_tables, pooled_splits,
                                   score_all, train_models)
@@ -222,9 +222,13 @@ def run_setup(df: pd.DataFrame, dataset: str, setup: str, a) -> tuple[pd.DataFra
     return pd.DataFrame(rows), chosen
 
 
+DEFAULT_THRESHOLD = 0.5   # the early-warning figures of `selected`: flagged when its risk (1 - P(pass)) is at least this
+RUN_METRICS = ['ece', 'recall_at_risk', 'precision_at_risk', 'flagged_share', 'at_risk_share']
+
 def load_folds(folder: Path, a, fp: str) -> tuple[pd.DataFrame, dict, float, pd.DataFrame]:
     """The per-fold files of the requested cells and runs: one row per (run, fold, model), the selection counts, the compute
-    time, and the expected calibration error of `selected` per (cell, run), over all its folds' test students (complete runs only)."""
+    time, and per (cell, run), over all its folds' test students (complete runs only), `RUN_METRICS` of `selected`: the
+    expected calibration error and the early-warning figures at `DEFAULT_THRESHOLD`."""
     rows, chosen, secs, oof = [], {}, 0.0, {}
     cells = [(c, st) for st in a.setups for ds in a.datasets for c in ([f'pool:{s}' for s in a.subjects] if ds == 'pool' else [ds])]
     for cell, st in cells:
@@ -238,9 +242,14 @@ def load_folds(folder: Path, a, fp: str) -> tuple[pd.DataFrame, dict, float, pd.
             oof.setdefault((cell, st, rec['run']), []).append(rec['oof'])
             for n, s in rec['scores'].items():
                 rows.append({'dataset': cell, 'setup': st, 'run': rec['run'], 'fold': rec['fold'], 'model': n, **s, 'brier_base': rec['brier_base']})
-    eces = [{'dataset': c, 'setup': st, 'run': r, 'ece': ece(np.concatenate([o['y'] for o in parts]), np.concatenate([o['p'] for o in parts]), a.bins)}
-            for (c, st, r), parts in oof.items() if len(parts) == a.folds and sum(len(o['y']) for o in parts)]
-    return pd.DataFrame(rows), chosen, secs, pd.DataFrame(eces, columns=['dataset', 'setup', 'run', 'ece'])
+    per_run = []
+    for (c, st, r), parts in oof.items():
+        if len(parts) != a.folds or not sum(len(o['y']) for o in parts): continue
+        yy, pp = np.concatenate([o['y'] for o in parts]), np.concatenate([o['p'] for o in parts])
+        m = classification_metrics(yy, pp, DEFAULT_THRESHOLD)
+        per_run.append({'dataset': c, 'setup': st, 'run': r, 'ece': ece(yy, pp, a.bins), 'recall_at_risk': m['recall_at_risk'],
+                        'precision_at_risk': m['precision_at_risk'], 'flagged_share': m['flagged_share'], 'at_risk_share': m['n_at_risk'] / m['n']})
+    return pd.DataFrame(rows), chosen, secs, pd.DataFrame(per_run, columns=['dataset', 'setup', 'run', *RUN_METRICS])
 
 
 CI_MIN_RUNS = 5   # below this, a t-interval over runs is meaningless (t = 12.7 for two runs): show the fold spread
@@ -392,7 +401,7 @@ def goals(summ: pd.DataFrame, eces: pd.DataFrame|None=None) -> str:
         c, sub = f'{ds} {st}', subject_of(ds)
         if sub in PAPER:
             best = max(PAPER[sub][st].values()); acc = r.accuracy * 100
-            row(c, f'PCC at least the best published cell ({best:.1f}%)', acc >= best, f'{acc:.1f}%', f'{best - acc:.1f} points')
+            row(c, f'PCC at least the best published cell ({best:.1f}%)', acc >= best, f'{acc:.2f}%', f'{best - acc:.2f} points')
         if st == 'C' and sub in AUC_GOAL:
             row(c, f'ROC-AUC at least {AUC_GOAL[sub]}', r.roc_auc >= AUC_GOAL[sub], f'{r.roc_auc:.3f}', f'{AUC_GOAL[sub] - r.roc_auc:.3f}')
         if 'brier' in r and r.brier == r.brier:
@@ -400,6 +409,15 @@ def goals(summ: pd.DataFrame, eces: pd.DataFrame|None=None) -> str:
         if e is not None and (ds, st) in e.index:
             v = e.loc[(ds, st), 'mean']
             row(c, f'ECE at most {ECE_GOAL} (per run, all students; mean of {int(e.loc[(ds, st), "count"])} run(s))', v <= ECE_GOAL, f'{v:.3f}', f'{v - ECE_GOAL:.3f}')
+    if e is not None:
+        w = eces.groupby(['dataset', 'setup'])[RUN_METRICS[1:]].mean()
+        L += ['', f"### Early warning: `selected` flags a student when the risk (1 - P(pass)) is at least {DEFAULT_THRESHOLD}\n",
+              "Over all the test students of a run (mean of the runs). The deployed model flags at the operating threshold the "
+              "evaluation stage chooses on training data (`evaluate.threshold`: recall of at-risk students at least "
+              "0.8); these are the default threshold's figures.\n",
+              "| Cell | at-risk students | flagged | recall of at-risk | precision of a flag |", "|---|---|---|---|---|"]
+        for (ds, st), r in sorted(w.iterrows(), key=lambda kv: (rank.get(kv[0][0], 9), kv[0])):
+            L.append(f"| {ds} {st} | {r.at_risk_share:.1%} | {r.flagged_share:.1%} | {r.recall_at_risk:.3f} | {r.precision_at_risk:.3f} |")
     return '\n'.join(L) + '\n'
 
 

@@ -154,3 +154,17 @@ def test_picks_are_read_back_per_cell_including_pooled_cells(tmp_path):
     got = pc.picks_from_md(tmp_path/'r.md')
     assert got == {('mat', 'C'): {'forest': 3, 'logreg': 1}, ('por', 'C'): {'hgb': 3, 'logreg': 1},
                    ('pool:mat', 'C'): {'svm': 3, 'logreg': 1}, ('pool:por', 'C'): {'knn': 3, 'logreg': 1}}
+
+
+def test_the_report_gives_the_early_warning_figures_of_each_complete_run(tmp_path, small_csv):
+    "Recall of at-risk students and flagged share of `selected` at the default threshold, over all of a run's test students."
+    out = tmp_path/'report.md'
+    pc.main(['--datasets', small_csv, *TINY, '--results', str(tmp_path/'res'), '--out', str(out)])
+    recs = [json.loads(f.read_text()) for f in sorted((tmp_path/'res'/'small-C').glob('*.json'))]
+    y = np.concatenate([r['oof']['y'] for r in recs]); p = np.concatenate([r['oof']['p'] for r in recs])
+    assert len(y) == 240                                                     # every student once
+    flagged, at_risk = (1 - p) >= 0.5, y == 0
+    row = next(l for l in out.read_text().splitlines() if l.startswith('| small C |') and '%' in l and 'PCC' not in l)
+    cells = [c.strip() for c in row.strip('|').split('|')]
+    assert cells[1:] == [f"{at_risk.mean():.1%}", f"{flagged.mean():.1%}", f"{(flagged & at_risk).sum() / at_risk.sum():.3f}",
+                         f"{(flagged & at_risk).sum() / flagged.sum():.3f}"]

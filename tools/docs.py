@@ -5,9 +5,10 @@ only the renderer:
 
 1. **nbdev_proc_nbs** (nbdev's processors: `#| hide`, `#| export`, show_doc cells added after every exported
    function and executed, backticked names turned into doc links, front matter from the `# Title` / `> summary`
-   cells) writes `_proc/`. It is called in-process with nbdev's Quarto installer disabled; everything else is nbdev's.
-   It also (re)writes nbdev's standard Quarto files `nbs/nbdev.yml` (from settings.ini) and `nbs/_quarto.yml` (when
-   absent), so `nbdev_docs` still works where Quarto is installed.
+   cells) writes `_proc/`. This is what `nbdev_proc_nbs` does, through nbdev's public functions: `refresh_quarto_yml`
+   (nbdev's standard Quarto files `nbs/nbdev.yml` from settings.ini and `nbs/_quarto.yml` when absent, so `nbdev_docs`
+   still works where Quarto is installed), `nbdev_sidebar` (the page order) and `nbdev.serve.proc_nbs`. The command `nbdev_proc_nbs` itself would first
+   download and install Quarto; its other step, the module index, is `nbdev_export`'s (kept fresh by `make check-sync`).
 2. The processed notebooks are turned into Sphinx + MyST-NB sources: the page names are nbdev's (`01_data_prep.ipynb`
    -> `data_prep.html`, the `output-file` of the front matter), `output: asis` cells (show_doc) become Markdown, Quarto
    cell options become MyST-NB tags, and links to the configured doc site become links between pages.
@@ -18,7 +19,7 @@ Figures appear when executed notebooks are given: `--executed DIR` takes a run's
 `reports/demo-C`, ...). An executed notebook replaces the clean one only when its code is identical to the notebook
 in `nbs/` (so the docs never show stale code); otherwise the clean notebook is used and a note is printed.
 
-Usage: python tools/docs.py [--out _docs] [--executed DIR] [--root DIR] [--quiet]
+Usage: python tools/docs.py [--out _docs] [--executed DIR] [--root DIR] [--verbose]
 """
 from __future__ import annotations
 import argparse, os, re, shutil, subprocess, sys, tempfile, time, importlib, inspect
@@ -65,13 +66,15 @@ def stage_notebooks(root: Path, executed: Path|None, log=print) -> tuple[Path, l
     return stage, swapped
 
 def nbdev_proc(root: Path, nbs: Path) -> Path:
-    "Run nbdev's `nbdev_proc_nbs` on `nbs` (without its Quarto installer); returns the `_proc` folder."
+    "nbdev's processing of `nbs` for docs (`nbdev_proc_nbs` without its Quarto installer); returns the `_proc` folder."
     old = Path.cwd()
     os.chdir(root)
     try:
-        import nbdev.quarto as q
-        q._ensure_quarto = lambda: None   # nbdev_proc_nbs would download and install Quarto; we render with Sphinx
-        q.nbdev_proc_nbs.__wrapped__(path=str(nbs), force=True, n_workers=0)
+        from nbdev.quarto import refresh_quarto_yml, nbdev_sidebar
+        from nbdev.serve import proc_nbs
+        refresh_quarto_yml()
+        nbdev_sidebar(path=str(nbs), force=True)     # the page order (index first)
+        proc_nbs(str(nbs), n_workers=0, force=True)
     except Exception as e:
         msg = str(e).strip().splitlines()
         raise SystemExit(f"docs: nbdev_proc_nbs failed: {msg[0] if msg else type(e).__name__}\n"
@@ -211,9 +214,7 @@ def convert(proc: Path, nbs: Path, src: Path, cfg: dict) -> list:
 def api_page(root: Path, cfg: dict, pages: list) -> tuple[str, list]:
     "Markdown of the API index: every exported function and class of `_modidx`, linked to its show_doc entry."
     sys.path.insert(0, str(root))
-    ns = {}
-    exec((root/cfg['lib_path']/'_modidx.py').read_text(), ns)
-    syms = ns['d']['syms']
+    syms = importlib.import_module(f"{cfg['lib_name']}._modidx").d['syms']   # nbdev_export's index of the exported names
     have = {p for p, _, _ in pages}
     lines = ['# API reference', '',
              'Every function and class the notebooks export, by module, with its one-line docstring. '
