@@ -408,16 +408,18 @@ def goals(summ: pd.DataFrame, eces: pd.DataFrame|None=None) -> str:
             row(c, f'Brier below the base rate ({r.brier_base:.3f})', r.brier < r.brier_base, f'{r.brier:.3f}', f'{r.brier - r.brier_base:.3f}')
         if e is not None and (ds, st) in e.index:
             v = e.loc[(ds, st), 'mean']
-            row(c, f'ECE at most {ECE_GOAL} (per run, all students; mean of {int(e.loc[(ds, st), "count"])} run(s))', v <= ECE_GOAL, f'{v:.3f}', f'{v - ECE_GOAL:.3f}')
+            row(c, f'ECE at most {ECE_GOAL} (of each run\'s test students; mean over {int(e.loc[(ds, st), "count"])} run(s))', v <= ECE_GOAL, f'{v:.4f}', f'{v - ECE_GOAL:.4f}')
     if e is not None:
         w = eces.groupby(['dataset', 'setup'])[RUN_METRICS[1:]].mean()
         L += ['', f"### Early warning: `selected` flags a student when the risk (1 - P(pass)) is at least {DEFAULT_THRESHOLD}\n",
               "Over all the test students of a run (mean of the runs). The deployed model flags at the operating threshold the "
               "evaluation stage chooses on training data (`evaluate.threshold`: recall of at-risk students at least "
               "0.8); these are the default threshold's figures.\n",
-              "| Cell | at-risk students | flagged | recall of at-risk | precision of a flag |", "|---|---|---|---|---|"]
+              "| Cell | at-risk students | flagged | recall of at-risk | precision of a flag (0 if none) | runs |", "|---|---|---|---|---|---|"]
+        n = eces.groupby(['dataset', 'setup'])['run'].count()
         for (ds, st), r in sorted(w.iterrows(), key=lambda kv: (rank.get(kv[0][0], 9), kv[0])):
-            L.append(f"| {ds} {st} | {r.at_risk_share:.1%} | {r.flagged_share:.1%} | {r.recall_at_risk:.3f} | {r.precision_at_risk:.3f} |")
+            L.append(f"| {ds} {st} | {r.at_risk_share:.1%} | {r.flagged_share:.1%} | {r.recall_at_risk:.3f} | {r.precision_at_risk:.3f} "
+                     f"| {n.loc[(ds, st)]} |")
     return '\n'.join(L) + '\n'
 
 

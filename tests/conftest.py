@@ -14,7 +14,10 @@ def environment_restored():
     "Code under test may set environment variables for the processes it starts (`serve` does): no test sees another's."
     before = dict(os.environ)
     yield
-    if os.environ != before: os.environ.clear(); os.environ.update(before)
+    own = {'PYTEST_CURRENT_TEST'}   # pytest's own, changed by every phase: not the test's doing
+    for k in set(os.environ) - set(before) - own: del os.environ[k]   # only what changed: other threads may read the rest
+    for k, v in before.items():
+        if k not in own and os.environ.get(k) != v: os.environ[k] = v
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ in `nbs/` (so the docs never show stale code); otherwise the clean notebook is u
 Usage: python tools/docs.py [--out _docs] [--executed DIR] [--root DIR] [--verbose]
 """
 from __future__ import annotations
-import argparse, os, re, shutil, subprocess, sys, tempfile, time, importlib, inspect
+import argparse, os, re, runpy, shutil, subprocess, sys, tempfile, time, importlib, inspect
 from pathlib import Path
 import nbformat, yaml
 
@@ -214,7 +214,7 @@ def convert(proc: Path, nbs: Path, src: Path, cfg: dict) -> list:
 def api_page(root: Path, cfg: dict, pages: list) -> tuple[str, list]:
     "Markdown of the API index: every exported function and class of `_modidx`, linked to its show_doc entry."
     sys.path.insert(0, str(root))
-    syms = importlib.import_module(f"{cfg['lib_name']}._modidx").d['syms']   # nbdev_export's index of the exported names
+    syms = runpy.run_path(str(root/cfg['lib_path']/'_modidx.py'))['d']['syms']   # nbdev_export's index of `root`'s exported names
     have = {p for p, _, _ in pages}
     lines = ['# API reference', '',
              'Every function and class the notebooks export, by module, with its one-line docstring. '
