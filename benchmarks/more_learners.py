@@ -5,8 +5,8 @@ only if repeated CV says so").
 
 Setup C (no prior grades) of both UCI subjects, the same outer folds for every learner (5 x 5-fold repeated stratified
 CV), so the differences are paired fold by fold, and the same features (this project's preprocessor for the setup:
-imputation, one-hot, scaling, engineered features). Scored on the outer test folds: ROC-AUC, Brier score of P(pass) and
-accuracy at P(pass) >= 0.5. No resampling and no recalibration beyond what a learner says.
+imputation, one-hot, scaling, engineered features). Scored on the outer test folds by the modeling stage's `score_all`
+(ROC-AUC, Brier score of P(pass), accuracy, ...; the CSV keeps them all). No resampling and no recalibration beyond what a learner says.
 
 - single learners (`logreg`, `hgb`, `lightgbm`, `catboost`): a grid of four points tuned by an inner 3-fold CV on ROC-AUC;
 - ensembles of four members at fixed mid-grid settings (`logreg` C=0.1, `forest` 200 trees with leaves of 5, `hgb`
@@ -28,7 +28,6 @@ from joblib import Parallel, delayed
 from sklearn.base import clone
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, brier_score_loss, roc_auc_score
 from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from tqdm.auto import tqdm
@@ -36,7 +35,7 @@ import sklearn
 from studentperf.config import load_params, set_dotted, write_text
 from studentperf.data import load_dataset
 from studentperf.features import build_preprocessor, split_xy
-from studentperf.modeling import calibrated, candidate_pipeline, clf_prefix, make_ensemble
+from studentperf.modeling import calibrated, candidate_pipeline, clf_prefix, make_ensemble, score_all
 
 SUBJECT = {'mat': 'Mathematics', 'por': 'Portuguese'}
 
@@ -71,10 +70,9 @@ def ensembles(params: dict) -> dict:
 
 
 def _scores(model, X, y, tr, te) -> dict:
+    "Fit on the outer training rows; the modeling stage's `score_all` on the outer test rows, and the fitting time."
     t0 = time.time(); model.fit(X.iloc[tr], y.iloc[tr])
-    p, yt = model.predict_proba(X.iloc[te])[:, 1], y.iloc[te].to_numpy()
-    return {'roc_auc': roc_auc_score(yt, p), 'brier': brier_score_loss(yt, p),
-            'accuracy': accuracy_score(yt, (p >= 0.5).astype(int)), 'seconds': time.time() - t0}
+    return {**score_all(model, X.iloc[te], y.iloc[te]), 'seconds': time.time() - t0}
 
 
 def one_fold(X, y, tr, te, params, seed, names):

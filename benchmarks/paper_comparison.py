@@ -315,7 +315,7 @@ def cell_title(cell: str) -> str:
     return f"{name}, trained on both subjects (`{cell}`)" if cell.startswith('pool:') else f"{name} (`{cell}`)"
 
 
-def report(summ: pd.DataFrame, chosen: dict, a, seconds: float, argv: list, done: tuple|None=None, eces=None) -> str:
+def report(summ: pd.DataFrame, chosen: dict, a, seconds: float, argv: list, done: tuple|None=None, per_run=None) -> str:
     models = [m for m in MODEL_ORDER if m in set(summ['model'])]
     ms = model_settings(bench_params('C', a.seed, a.quick, a.inner_folds, a.params, a.ensembles, getattr(a, 'overrides', None)))
     L = [f"# Our models beside Cortez & Silva (2008), Table 3 (binary pass/fail)\n",
@@ -382,7 +382,7 @@ def report(summ: pd.DataFrame, chosen: dict, a, seconds: float, argv: list, done
         L.append('\nModels picked by the selection rule (outer folds): ' +
                  '; '.join(f"{st}: " + ', '.join(f'{k} {v}' for k, v in sorted(chosen.get((ds, st), {}).items(), key=lambda kv: -kv[1]))
                            for st in setups) + '\n')
-    L.append(goals(summ, eces))
+    L.append(goals(summ, per_run))
     return '\n'.join(L) + '\n'
 
 
@@ -390,10 +390,10 @@ AUC_GOAL = {'mat': .75, 'por': .87}   # issue 14, setup C
 ECE_GOAL = .05
 
 
-def goals(summ: pd.DataFrame, eces: pd.DataFrame|None=None) -> str:
+def goals(summ: pd.DataFrame, per_run: pd.DataFrame|None=None) -> str:
     "Issue 14's goals, measured on the `selected` (calibrated) pipeline, per cell."
     s = summ[summ.model == 'selected'].set_index(['dataset', 'setup'])
-    e = eces.groupby(['dataset', 'setup'])['ece'].agg(['mean', 'count']) if eces is not None and len(eces) else None
+    e = per_run.groupby(['dataset', 'setup'])['ece'].agg(['mean', 'count']) if per_run is not None and len(per_run) else None
     L = ["## Goals (issue 14), measured on `selected`\n", "| Cell | Goal | Ours | Met | Short by |", "|---|---|---|---|---|"]
     def row(c, label, ok, ours, by): L.append(f"| {c} | {label} | {ours} | {'yes' if ok else '**no**'} | {'' if ok else by} |")
     rank = {d: i for i, d in enumerate(('mat', 'por', 'pool:mat', 'pool:por'))}
@@ -410,16 +410,15 @@ def goals(summ: pd.DataFrame, eces: pd.DataFrame|None=None) -> str:
             v = e.loc[(ds, st), 'mean']
             row(c, f'ECE at most {ECE_GOAL} (of each run\'s test students; mean over {int(e.loc[(ds, st), "count"])} run(s))', v <= ECE_GOAL, f'{v:.4f}', f'{v - ECE_GOAL:.4f}')
     if e is not None:
-        w = eces.groupby(['dataset', 'setup'])[RUN_METRICS[1:]].mean()
+        w = per_run.groupby(['dataset', 'setup'])[RUN_METRICS[1:]].mean()
         L += ['', f"### Early warning: `selected` flags a student when the risk (1 - P(pass)) is at least {DEFAULT_THRESHOLD}\n",
               "Over all the test students of a run (mean of the runs). The deployed model flags at the operating threshold the "
               "evaluation stage chooses on training data (`evaluate.threshold`: recall of at-risk students at least "
               "0.8); these are the default threshold's figures.\n",
               "| Cell | at-risk students | flagged | recall of at-risk | precision of a flag (0 if none) | runs |", "|---|---|---|---|---|---|"]
-        n = eces.groupby(['dataset', 'setup'])['run'].count()
         for (ds, st), r in sorted(w.iterrows(), key=lambda kv: (rank.get(kv[0][0], 9), kv[0])):
             L.append(f"| {ds} {st} | {r.at_risk_share:.1%} | {r.flagged_share:.1%} | {r.recall_at_risk:.3f} | {r.precision_at_risk:.3f} "
-                     f"| {n.loc[(ds, st)]} |")
+                     f"| {int(e.loc[(ds, st), 'count'])} |")
     return '\n'.join(L) + '\n'
 
 
@@ -488,13 +487,13 @@ def main(argv=None):
     with scale.engine(load_params(a.params, {**a.overrides, **eng})) as client:   # outer folds as Dask tasks when a scheduler is set
         if client is not None: a.n_jobs = -1
         computed = run_folds(data, a, folder, fp)
-    rows, chosen, secs, eces = load_folds(folder, a, fp)
+    rows, chosen, secs, per_run = load_folds(folder, a, fp)
     done = rows.groupby(['dataset', 'setup', 'run', 'fold']).ngroups if len(rows) else 0
     n_expected = sum(len(a.subjects) if ds == 'pool' else 1 for ds in a.datasets) * len(a.setups) * a.runs * a.folds
     log.info('computed %d outer fold(s) in %.0f s; %d of %d fold results are in %s', computed, time.time() - t0, done, n_expected, folder)
     if not len(rows): print(f'no fold is done yet in {folder}'); return None
     summ = summarise(rows)
-    md = report(summ, chosen, a, secs, ['benchmarks/paper_comparison.py'] + argv, done=(done, n_expected), eces=eces)
+    md = report(summ, chosen, a, secs, ['benchmarks/paper_comparison.py'] + argv, done=(done, n_expected), per_run=per_run)
     if a.out:
         write_text(a.out, md)
         rows.round(6).to_csv(Path(a.out).with_suffix('.csv'), index=False)

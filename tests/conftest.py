@@ -110,7 +110,7 @@ def pytest_configure(config):
 @pytest.hookimpl(tryfirst=True)   # before xdist's own hook reads the marks
 def pytest_collection_modifyitems(config, items):
     # the notebooks first among the tests that run one by one: the long ones start early, and short tests fill the end
-    items.sort(key=lambda item: getattr(item, 'module', None) is None or item.module.__name__ != 'test_notebooks')
+    items.sort(key=lambda item: item.path.name != 'test_notebooks.py')
     for item in items:
         mod = item.module.__name__ if getattr(item, 'module', None) else ''
         if mod in GROUPED_MODULES and not item.get_closest_marker('xdist_group'):
