@@ -38,7 +38,8 @@ import sklearn, imblearn
 from studentperf import scale
 from studentperf.config import load_params, active_target, parse_set, read_json, set_dotted, write_json, write_text
 from studentperf.data import dataset_name, load_dataset
-from studentperf.evaluation import classification_metrics, ece
+from studentperf.evaluation import (choose_threshold, classification_metrics, confusion_counts, counts_metrics, ece, risk_score,
+                                    threshold_curve, threshold_oof)
 from studentperf.features import split_xy
 from studentperf.modeling import (SEARCH_METRICS, model_settings, pool_groups, pool_params, pool_settings, pool_tables, pooled_splits,
                                   score_all, train_models)
@@ -127,7 +128,8 @@ def fold_file(folder: Path, dataset: str, setup: str, run: int, fold: int) -> Pa
 
 def one_fold(df: pd.DataFrame, train_idx, test_idx, params: dict, subjects=None) -> dict:
     """Train everything on the outer training fold, score every model on the outer test fold (`selected` is the saved,
-    calibrated model). With `subjects` (pooled data: each row's subject), the test rows of each subject are scored apart:
+    calibrated model), and choose `selected`'s operating threshold on the training fold as the evaluation stage does
+    (`evaluate.threshold`: its rule on out-of-fold P(pass) of the training rows). With `subjects` (pooled data: each row's subject), the test rows of each subject are scored apart:
     `{subject: scores}`."""
     X, y = split_xy(df, params)
     # One fold is one task on one core: its searches run in this process. (Under Dask, joblib would otherwise send each
@@ -137,6 +139,9 @@ def one_fold(df: pd.DataFrame, train_idx, test_idx, params: dict, subjects=None)
         groups = None if subjects is None else pool_groups(df, params)
         tr = train_models(X.iloc[train_idx], y.iloc[train_idx], params, progress=False,
                           **({} if groups is None else {'groups': groups.iloc[train_idx]}))
+        rule = params['evaluate']['threshold']
+        op = choose_threshold(threshold_curve(*threshold_oof(tr.model, X.iloc[train_idx], y.iloc[train_idx], params)),
+                              rule['constraint'], rule['min'], rule['maximize'])
         parts = {None: test_idx} if subjects is None else {s: test_idx[np.asarray(subjects)[test_idx] == s] for s in np.unique(subjects)}
         out = {}
         for s, idx in parts.items():
@@ -153,6 +158,7 @@ def one_fold(df: pd.DataFrame, train_idx, test_idx, params: dict, subjects=None)
                                          'roc_auc': float(roc_auc_score(ya, pred)) if len(set(ya)) > 1 else float('nan')}
             out[s] = {'scores': scores, 'selected': tr.selected, 'variant': tr.variant, 'calibration': tr.calibration_method,
                       'brier_base': float(np.mean((yt.to_numpy() - y.iloc[train_idx].mean()) ** 2)),
+                      'operating': {'threshold': op['threshold'], 'reached': op['reached']},
                       # the saved model's P(pass) of each test student (row of the table): the run's ECE needs all of them
                       'oof': {'row': [int(i) for i in idx], 'y': [int(v) for v in yt], 'p': [round(float(v), 6) for v in models['selected'].predict_proba(Xt)[:, 1]]}}
     return out[None] if subjects is None else out
@@ -222,8 +228,16 @@ def run_setup(df: pd.DataFrame, dataset: str, setup: str, a) -> tuple[pd.DataFra
     return pd.DataFrame(rows), chosen
 
 
-DEFAULT_THRESHOLD = 0.5   # the early-warning figures of `selected`: flagged when its risk (1 - P(pass)) is at least this
-RUN_METRICS = ['ece', 'recall_at_risk', 'precision_at_risk', 'flagged_share', 'at_risk_share']
+DEFAULT_THRESHOLD = 0.5   # the early-warning figures of `selected`: flagged when its risk (1 - P(pass)) is at least this,
+                          # and at each fold's operating threshold (`op_*`; runs whose folds all recorded one)
+WARNING = ['recall_at_risk', 'precision_at_risk', 'flagged_share']
+RUN_METRICS = ['ece', *WARNING, 'at_risk_share', 'op_threshold', 'op_reached', *(f'op_{k}' for k in WARNING)]
+
+
+def early_warning(y, flagged) -> dict:
+    "`WARNING` figures of one run's test students (precision 0 when nobody is flagged)."
+    m = counts_metrics(confusion_counts(np.asarray(y), np.asarray(flagged, bool)))
+    return {k: m[k] for k in WARNING}
 
 def load_folds(folder: Path, a, fp: str) -> tuple[pd.DataFrame, dict, float, pd.DataFrame]:
     """The per-fold files of the requested cells and runs: one row per (run, fold, model), the selection counts, the compute
@@ -239,7 +253,7 @@ def load_folds(folder: Path, a, fp: str) -> tuple[pd.DataFrame, dict, float, pd.
             if rec['run'] >= a.runs or rec['fold'] >= a.folds: continue
             d = chosen.setdefault((cell, st), {}); d[rec['selected']] = d.get(rec['selected'], 0) + 1
             secs += rec['seconds']
-            oof.setdefault((cell, st, rec['run']), []).append(rec['oof'])
+            oof.setdefault((cell, st, rec['run']), []).append({**rec['oof'], 'operating': rec.get('operating')})
             for n, s in rec['scores'].items():
                 rows.append({'dataset': cell, 'setup': st, 'run': rec['run'], 'fold': rec['fold'], 'model': n, **s, 'brier_base': rec['brier_base']})
     per_run = []
@@ -247,8 +261,13 @@ def load_folds(folder: Path, a, fp: str) -> tuple[pd.DataFrame, dict, float, pd.
         if len(parts) != a.folds or not sum(len(o['y']) for o in parts): continue
         yy, pp = np.concatenate([o['y'] for o in parts]), np.concatenate([o['p'] for o in parts])
         m = classification_metrics(yy, pp, DEFAULT_THRESHOLD)
-        per_run.append({'dataset': c, 'setup': st, 'run': r, 'ece': ece(yy, pp, a.bins), 'recall_at_risk': m['recall_at_risk'],
-                        'precision_at_risk': m['precision_at_risk'], 'flagged_share': m['flagged_share'], 'at_risk_share': m['n_at_risk'] / m['n']})
+        row = {'dataset': c, 'setup': st, 'run': r, 'ece': ece(yy, pp, a.bins), **{k: m[k] for k in WARNING}, 'at_risk_share': m['n_at_risk'] / m['n']}
+        if all(o['operating'] for o in parts):   # each fold's students flagged at that fold's own operating threshold
+            flagged = np.concatenate([risk_score(np.asarray(o['p'])) >= o['operating']['threshold'] for o in parts])
+            row.update({'op_threshold': float(np.mean([o['operating']['threshold'] for o in parts])),
+                        'op_reached': float(np.mean([o['operating']['reached'] for o in parts])),
+                        **{f'op_{k}': v for k, v in early_warning(yy, flagged).items()}})
+        per_run.append(row)
     return pd.DataFrame(rows), chosen, secs, pd.DataFrame(per_run, columns=['dataset', 'setup', 'run', *RUN_METRICS])
 
 
@@ -346,7 +365,7 @@ def report(summ: pd.DataFrame, chosen: dict, a, seconds: float, argv: list, done
         L.append("- `pool:<subject>` cells: trained on the students of both subjects (a subject column added), outer folds "
                  "grouped by student (the overlap rule of `schemas.<schema>.pool`, `modeling.student_groups`: no student on "
                  "both sides of any split; the searches' folds are grouped too, but not the calibration step's, the stacking "
-                 "meta-model's or the SVM's internal Platt folds), scored on that subject's test students only.")
+                 "meta-model's, the SVM's internal Platt folds or the operating threshold's), scored on that subject's test students only.")
     if a.runs < 20 or a.folds != 10 or a.quick:
         L.append(f"- **Reduced protocol**: {a.runs} run(s) instead of 20{', small (`quick`) grids' if a.quick else ''}, "
                  f"inner {a.inner_folds}-fold CV, to fit the time available on {os.cpu_count()} shared cores. The means are "
@@ -410,15 +429,22 @@ def goals(summ: pd.DataFrame, per_run: pd.DataFrame|None=None) -> str:
             v = e.loc[(ds, st), 'mean']
             row(c, f'ECE at most {ECE_GOAL} (of each run\'s test students; mean over {int(e.loc[(ds, st), "count"])} run(s))', v <= ECE_GOAL, f'{v:.4f}', f'{v - ECE_GOAL:.4f}')
     if e is not None:
-        w = per_run.groupby(['dataset', 'setup'])[RUN_METRICS[1:]].mean()
-        L += ['', f"### Early warning: `selected` flags a student when the risk (1 - P(pass)) is at least {DEFAULT_THRESHOLD}\n",
-              "Over all the test students of a run (mean of the runs). The deployed model flags at the operating threshold the "
-              "evaluation stage chooses on training data (`evaluate.threshold`: recall of at-risk students at least "
-              "0.8); these are the default threshold's figures.\n",
-              "| Cell | at-risk students | flagged | recall of at-risk | precision of a flag (0 if none) | runs |", "|---|---|---|---|---|---|"]
+        g = per_run.groupby(['dataset', 'setup'])
+        w, n_op = g[RUN_METRICS[1:]].mean(), g['op_threshold'].count()
+        L += ['', "### Early warning: whom `selected` flags as at risk\n",
+              "Over all the test students of a run (mean of the runs). A student is flagged when the risk (1 - P(pass)) is at least "
+              "the threshold. **operating**: the threshold the deployed model uses, chosen in each outer fold on that fold's "
+              "training students only, by the evaluation stage's rule (`evaluate.threshold`: recall of at-risk students at least "
+              "0.8 on their out-of-fold P(pass), then the best precision); its mean over folds is shown, and in how many folds "
+              f"the rule reached its recall on the training students. **default**: {DEFAULT_THRESHOLD}.\n",
+              "| Cell | at-risk students | threshold | flagged | recall of at-risk | precision of a flag (0 if none) | runs |",
+              "|---|---|---|---|---|---|---|"]
         for (ds, st), r in sorted(w.iterrows(), key=lambda kv: (rank.get(kv[0][0], 9), kv[0])):
-            L.append(f"| {ds} {st} | {r.at_risk_share:.1%} | {r.flagged_share:.1%} | {r.recall_at_risk:.3f} | {r.precision_at_risk:.3f} "
-                     f"| {int(e.loc[(ds, st), 'count'])} |")
+            if n_op[(ds, st)]:
+                L.append(f"| {ds} {st} | {r.at_risk_share:.1%} | operating: {r.op_threshold:.3f} (reached in {r.op_reached:.0%} of folds) "
+                         f"| {r.op_flagged_share:.1%} | {r.op_recall_at_risk:.3f} | {r.op_precision_at_risk:.3f} | {int(n_op[(ds, st)])} |")
+            L.append(f"| {ds} {st} | {r.at_risk_share:.1%} | default: {DEFAULT_THRESHOLD} | {r.flagged_share:.1%} | {r.recall_at_risk:.3f} "
+                     f"| {r.precision_at_risk:.3f} | {int(e.loc[(ds, st), 'count'])} |")
     return '\n'.join(L) + '\n'
 
 

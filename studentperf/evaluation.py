@@ -30,7 +30,7 @@ __all__ = ['AT_RISK', 'PASS', 'CLASS_NAMES', 'REPORT_METRICS', 'CALIBRATION_METR
            'compare_student_groups', 'check_requirements', 'Evaluation', 'is_quick', 'evaluate', 'roc_points',
            'pr_points', 'calibration_points', 'plot_confusion', 'plot_roc', 'plot_pr', 'plot_calibration',
            'plot_groups', 'plot_threshold', 'summary_figure', 'panel_figure', 'plot_model_comparison', 'jsonable',
-           'metrics_json', 'write_outputs', 'read_split', 'p_pass_of', 'oof_p_pass', 'run_evaluate']
+           'metrics_json', 'write_outputs', 'read_split', 'p_pass_of', 'oof_p_pass', 'threshold_oof', 'run_evaluate']
 
 # %% ../nbs/04_evaluation.ipynb #8389e0de
 AT_RISK, PASS = 0, 1
@@ -683,6 +683,14 @@ def oof_p_pass(model, # the selected pipeline (cloned, never refitted in place)
         proba = cross_val_predict(clone(model), X, y, cv=cv, method='predict_proba')
     return proba[:, list(np.unique(y)).index(PASS)]
 
+def threshold_oof(model, # the selected pipeline, as saved
+                  X: pd.DataFrame, y, # the training part
+                  params: dict, # loaded parameters (`evaluate.threshold.cv_folds`, `_quick`; `run.seed`)
+                 ) -> tuple:
+    "`(y, out-of-fold P(pass))` on the training part: what `evaluate` chooses the operating threshold on (`source: cv`)."
+    folds = params['evaluate']['threshold']['cv_folds_quick' if is_quick(params) else 'cv_folds']
+    return np.asarray(y), oof_p_pass(model, X, y, folds, params['run']['seed'])
+
 # %% ../nbs/04_evaluation.ipynb #17626827
 def run_evaluate(params: dict, # loaded parameters
                  out: str|Path, # output folder of a run (with the prepare and model stages' outputs)
@@ -706,8 +714,7 @@ def run_evaluate(params: dict, # loaded parameters
     oof = None
     if src == 'cv':
         Xtr, ytr = split_xy(train, params)
-        folds = ep['threshold']['cv_folds_quick' if is_quick(params) else 'cv_folds']
-        oof = (ytr.to_numpy(), oof_p_pass(model, Xtr, ytr, folds, run['seed']))
+        oof = threshold_oof(model, Xtr, ytr, params)
     gcols = schema_block(params).get('groups') or []   # the active schema's `groups`
     groups = test.reset_index(drop=True)[gcols] if set(gcols) <= set(test.columns) else None
     if groups is None: raise KeyError(f"schemas.{params['schema']}.groups: column(s) {sorted(set(gcols) - set(test.columns))} not in the cleaned table")

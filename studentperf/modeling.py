@@ -92,7 +92,8 @@ def recalibrated_brier(y, # outcomes, 1 = pass
         q[b] = LogisticRegression(C=1e4).fit(z[a], y[a]).predict_proba(z[b])[:, 1]
     return float(np.mean((y - q) ** 2))
 
-def _neg_brier_recal(est, X, y): return -recalibrated_brier(y, est.predict_proba(X)[:, 1])
+# a scorer on predict_proba, so a cross-validation computes P(pass) once for `brier` and `brier_recal`
+_neg_brier_recal = make_scorer(recalibrated_brier, response_method='predict_proba', greater_is_better=False)
 
 def scorers(cv: bool=False # also `brier_recal` (cross-validation only: it refits a sigmoid on the scored rows)
            ) -> dict:

@@ -157,14 +157,23 @@ def test_picks_are_read_back_per_cell_including_pooled_cells(tmp_path):
 
 
 def test_the_report_gives_the_early_warning_figures_of_each_complete_run(tmp_path, small_csv):
-    "Recall of at-risk students and flagged share of `selected` at the default threshold, over all of a run's test students."
+    """Recall of at-risk students, flagged share and precision of `selected` over all of a run's test students: at each
+    fold's operating threshold (chosen on that fold's training rows) and at the default threshold."""
     out = tmp_path/'report.md'
     pc.main(['--datasets', small_csv, *TINY, '--results', str(tmp_path/'res'), '--out', str(out)])
     recs = [json.loads(f.read_text()) for f in sorted((tmp_path/'res'/'small-C').glob('*.json'))]
     y = np.concatenate([r['oof']['y'] for r in recs]); p = np.concatenate([r['oof']['p'] for r in recs])
     assert len(y) == 240                                                     # every student once
-    flagged, at_risk = (1 - p) >= 0.5, y == 0
-    row = next(l for l in out.read_text().splitlines() if l.startswith('| small C |') and '%' in l and 'PCC' not in l)
-    cells = [c.strip() for c in row.strip('|').split('|')]
-    assert cells[1:5] == [f"{at_risk.mean():.1%}", f"{flagged.mean():.1%}", f"{(flagged & at_risk).sum() / at_risk.sum():.3f}",
-                         f"{(flagged & at_risk).sum() / flagged.sum():.3f}"] and cells[5] == '1'
+    ts = [r['operating']['threshold'] for r in recs]
+    assert len(set(ts)) > 1 and all(0 < t < 1 for t in ts)                   # chosen per fold, on its own training rows
+    at_risk = y == 0
+    op = np.concatenate([(1 - np.asarray(r['oof']['p'])) >= r['operating']['threshold'] for r in recs])
+    rows = [[c.strip() for c in l.strip('|').split('|')] for l in out.read_text().splitlines()
+            if l.startswith('| small C |') and ('operating' in l or 'default' in l)]
+    assert [r[2].split(':')[0] for r in rows] == ['operating', 'default']
+    for cells, flagged in zip(rows, (op, (1 - p) >= 0.5)):
+        assert cells[1] == f"{at_risk.mean():.1%}" and cells[6] == '1'
+        assert cells[3:6] == [f"{flagged.mean():.1%}", f"{(flagged & at_risk).sum() / at_risk.sum():.3f}",
+                              f"{(flagged & at_risk).sum() / flagged.sum():.3f}"]
+    assert rows[0][2].startswith(f"operating: {np.mean(ts):.3f}")
+    assert op.mean() > ((1 - p) >= 0.5).mean()                              # the early-warning threshold flags more students
