@@ -364,8 +364,9 @@ def report(summ: pd.DataFrame, chosen: dict, a, seconds: float, argv: list, done
     if any(str(d).startswith('pool:') for d in set(summ['dataset'])):
         L.append("- `pool:<subject>` cells: trained on the students of both subjects (a subject column added), outer folds "
                  "grouped by student (the overlap rule of `schemas.<schema>.pool`, `modeling.student_groups`: no student on "
-                 "both sides of any split; the searches' folds are grouped too, but not the calibration step's, the stacking "
-                 "meta-model's, the SVM's internal Platt folds or the operating threshold's), scored on that subject's test students only.")
+                 "both sides of any split; the searches', the calibration step's and the stacking "
+                 "meta-model's folds are grouped too; not the SVM's internal Platt folds, which run after SMOTE, nor the "
+                 "operating threshold's), scored on that subject's test students only.")
     if a.runs < 20 or a.folds != 10 or a.quick:
         L.append(f"- **Reduced protocol**: {a.runs} run(s) instead of 20{', small (`quick`) grids' if a.quick else ''}, "
                  f"inner {a.inner_folds}-fold CV, to fit the time available on {os.cpu_count()} shared cores. The means are "

@@ -22,7 +22,7 @@ from sklearn.ensemble import (HistGradientBoostingClassifier, RandomForestClassi
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, make_scorer, get_scorer
 from joblib.parallel import get_active_backend
-from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold, cross_validate, train_test_split
+from sklearn.model_selection import BaseCrossValidator, GridSearchCV, StratifiedGroupKFold, StratifiedKFold, cross_validate, train_test_split
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline as SkPipeline
 from sklearn.svm import SVC
@@ -36,11 +36,12 @@ __all__ = ['CALIBRATION_METHODS', 'SELECTION_RULES', 'SEARCH_METRICS', 'LOSS_MET
            'CALIBRATION_SCORES', 'TRUSTED_TYPES', 'dask_engine_active', 'model_settings', 'recalibrated_brier',
            'scorers', 'score_all', 'holdout_split', 'split_table', 'pool_settings', 'student_groups', 'overlap_report',
            'pool_tables', 'pool_params', 'pool_groups', 'pooled_splits', 'make_estimator', 'clf_prefix', 'make_sampler',
-           'prep_steps', 'candidate_pipeline', 'preprocessor_of', 'param_grid', 'strategy', 'cv_splitter', 'tune',
-           'cv_summary', 'clean_params', 'imbalance_table', 'make_ensemble', 'baseline', 'calibrated_brier', 'select',
-           'select_by', 'compare_feature_variants', 'calibrated', 'base_rate_brier', 'compare_calibrations',
-           'choose_calibration', 'calibrate_selected', 'Trained', 'train_models', 'UntrustedModelError', 'save_model',
-           'load_model', 'holdout_columns', 'calibration_record', 'run_model']
+           'prep_steps', 'candidate_pipeline', 'preprocessor_of', 'param_grid', 'strategy', 'cv_splitter',
+           'RowGroupKFold', 'inner_splitter', 'tune', 'cv_summary', 'clean_params', 'imbalance_table', 'make_ensemble',
+           'baseline', 'calibrated_brier', 'select', 'select_by', 'compare_feature_variants', 'calibrated',
+           'base_rate_brier', 'compare_calibrations', 'choose_calibration', 'calibrate_selected', 'Trained',
+           'train_models', 'UntrustedModelError', 'save_model', 'load_model', 'holdout_columns', 'calibration_record',
+           'run_model']
 
 # %% ../nbs/03_modeling.ipynb #23fd3078
 CALIBRATION_METHODS = ('none', 'sigmoid', 'isotonic')
@@ -284,6 +285,29 @@ def cv_splitter(params: dict, # loaded parameters (`model.cv_folds`, `run.seed`)
     k, seed = model_settings(params)['cv_folds'], params['run']['seed']
     return StratifiedGroupKFold(k, shuffle=True, random_state=seed) if grouped else StratifiedKFold(k, shuffle=True, random_state=seed)
 
+class RowGroupKFold(BaseCrossValidator):
+    """`StratifiedGroupKFold` (shuffled, seeded) for the folds an estimator makes on its own, seeing only `X, y`: the group
+    of each row is looked up by its index label in `groups`, so any subset of the table that keeps its index is split
+    with every group on one side."""
+    def __init__(self, n_splits: int, # folds
+                 groups: pd.Series, # a group per row label of the full table (`student_groups`)
+                 random_state: int|None=None): # shuffling seed
+        self.n_splits, self.groups, self.random_state = n_splits, groups, random_state
+    def get_n_splits(self, X=None, y=None, groups=None): return self.n_splits
+    def split(self, X, y=None, groups=None):
+        idx = getattr(X, 'index', None)
+        if idx is None or not idx.is_unique: raise ValueError("RowGroupKFold: X must be a table whose unique index labels are those of `groups`")
+        if len(miss := idx.difference(self.groups.index)): raise ValueError(f"RowGroupKFold: row label {miss[0]!r} of X has no group")
+        return StratifiedGroupKFold(self.n_splits, shuffle=True, random_state=self.random_state).split(X, y, self.groups.loc[idx].to_numpy())
+
+def inner_splitter(n: int, # folds
+                   params: dict, # loaded parameters (`run.seed`)
+                   groups: pd.Series|None=None, # student of each row (pooled tables): `RowGroupKFold`
+                  ):
+    "The folds of an estimator's own cross-validation (the calibration's, the stacking meta-model's): stratified, shuffled, seeded."
+    seed = params['run']['seed']
+    return StratifiedKFold(n, shuffle=True, random_state=seed) if groups is None else RowGroupKFold(n, groups, seed)
+
 def tune(name: str, # candidate name
          X: pd.DataFrame, y: pd.Series, # the training part
          params: dict, # loaded parameters
@@ -332,12 +356,13 @@ def imbalance_table(gs: GridSearchCV, # a fitted search
 def make_ensemble(kind: str, # voting | stacking
                   members: dict, # {name: tuned, unfitted pipeline}
                   params: dict, # loaded parameters
+                  groups: pd.Series|None=None, # student of each row (pooled tables): the meta-model's folds are grouped
                  ):
     "A soft-voting or a stacking ensemble (logistic meta-model) of `members`."
     est = [(n, clone(p)) for n,p in members.items()]
     if kind == 'voting': return VotingClassifier(est, voting='soft')
     if kind == 'stacking':
-        cv = StratifiedKFold(model_settings(params)['stacking_cv'], shuffle=True, random_state=params['run']['seed'])
+        cv = inner_splitter(model_settings(params)['stacking_cv'], params, groups)
         return StackingClassifier(est, final_estimator=LogisticRegression(max_iter=5000, random_state=params['run']['seed']),
                                   cv=cv, stack_method='predict_proba')
     raise ValueError(f"unknown ensemble {kind!r}; use voting or stacking")
@@ -409,12 +434,13 @@ CALIBRATION_SCORES = {'brier': 'neg_brier_score', 'log_loss': 'neg_log_loss', 'r
 def calibrated(model, # the selected pipeline (fitted or not: it is cloned)
                method: str, # none | sigmoid | isotonic
                params: dict, # loaded parameters (`model.calibration`, `run.seed`)
+               groups: pd.Series|None=None, # student of each row (pooled tables): the calibration's folds are grouped
               ):
     "An unfitted copy of `model` whose P(pass) is recalibrated by `method` (`CalibratedClassifierCV` around the whole pipeline)."
     c = model_settings(params)['calibration']
     if method not in CALIBRATION_METHODS: raise ValueError(f"unknown calibration method {method!r}; use one of {list(CALIBRATION_METHODS)}")
     if method == 'none': return clone(model)
-    cv = StratifiedKFold(int(c['cv']), shuffle=True, random_state=params['run']['seed'])
+    cv = inner_splitter(int(c['cv']), params, groups)
     return CalibratedClassifierCV(clone(model), method=method, cv=cv, ensemble=bool(c['ensemble']))
 
 def base_rate_brier(y_fit, y_score) -> float:
@@ -430,7 +456,7 @@ def compare_calibrations(model, # the selected pipeline
     m = model_settings(params)
     rows = []
     for meth in m['calibration']['methods']:
-        r = cross_validate(calibrated(model, meth, params), X, y, cv=cv_splitter(params, groups is not None), groups=groups, scoring=CALIBRATION_SCORES,
+        r = cross_validate(calibrated(model, meth, params, groups), X, y, cv=cv_splitter(params, groups is not None), groups=groups, scoring=CALIBRATION_SCORES,
                            n_jobs=m['n_jobs'], error_score='raise')
         row = {'method': meth, 'kind': 'calibration'}
         for k in CALIBRATION_SCORES:
@@ -460,7 +486,7 @@ def calibrate_selected(model, # the selected pipeline, fitted on the training pa
     t = compare_calibrations(model, X, y, params, groups)
     meth = choose_calibration(t)
     t.insert(2, 'chosen', t['method'] == meth)
-    return t, meth, (model if meth == 'none' else calibrated(model, meth, params).fit(X, y))
+    return t, meth, (model if meth == 'none' else calibrated(model, meth, params, groups).fit(X, y))
 
 # %% ../nbs/03_modeling.ipynb #07871916
 @dataclass
@@ -508,7 +534,7 @@ def _train_models(X, y, params, progress, groups=None):
             selected = select_by(table, params)
             cal, method, final = calibrate_selected(models[selected], X, y, params, groups)
         else:
-            est = baseline() if step == 'baseline' else make_ensemble(step, {n: models[n] for n in m['candidates']}, params)
+            est = baseline() if step == 'baseline' else make_ensemble(step, {n: models[n] for n in m['candidates']}, params, groups)
             r = cross_validate(est, X, y, cv=cv_splitter(params, groups is not None), groups=groups, scoring=scorers(cv=True),
                                n_jobs=m['n_jobs'], error_score='raise')
             models[step] = est.fit(X, y)

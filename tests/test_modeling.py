@@ -212,3 +212,25 @@ def test_pooled_splits_on_the_real_files(uci_dir):
     X, y = split_xy(pooled, pp)
     assert 'subject' in X.columns or modeling.pool_settings(p)['subject_column'] in X.columns
     _no_group_on_both_sides(g, modeling.cv_splitter(pp, grouped=True).split(X, y, g))
+
+
+def test_pooled_training_groups_the_calibration_and_stacking_folds(monkeypatch):
+    """`train_models(..., groups=)` on a pooled table: the folds the calibration step and the stacking meta-model make on
+    their own (inside the search's and the calibration comparison's folds too) never put a student on both sides."""
+    p = load_params(overrides={'run.quick': True, 'model.candidates': ['logreg', 'tree'], 'model.ensembles': ['stacking'],
+                               'model.imbalance': ['none'], 'model.quick.calibration': {'methods': ['sigmoid'], 'cv': 3, 'ensemble': False},
+                               'model.quick.feature_variants': {'default': {}}})
+    demo = load_dataset(p, 'demo').data.drop_duplicates().reset_index(drop=True)
+    pooled = modeling.pool_tables({'a': demo.iloc[:300], 'b': demo.iloc[150:450]}, p)   # rows 150-299 in both subjects
+    pp = modeling.pool_params(p, ['a', 'b'])
+    g = modeling.pool_groups(pooled, pp)
+    assert (pooled.groupby(g)['subject'].nunique() == 2).sum() >= 100
+    seen, real = [], modeling.RowGroupKFold.split
+    def recording(self, X, y=None, groups=None):
+        for a, b in real(self, X, y, groups):
+            seen.append(len(X)); _no_group_on_both_sides(g[X.index], [(a, b)]); yield a, b
+    monkeypatch.setattr(modeling.RowGroupKFold, 'split', recording)
+    X, y = split_xy(pooled, pp)
+    tr = modeling.train_models(X, y, pp, progress=False, groups=g)
+    assert type(tr.models['stacking'].cv).__name__ == 'RowGroupKFold' and type(tr.model.cv).__name__ == 'RowGroupKFold'
+    assert len(set(seen)) > 1 and len(X) in seen        # nested subsets (the CV folds) and the whole training part
