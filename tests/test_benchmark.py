@@ -176,3 +176,9 @@ def test_the_report_gives_the_early_warning_figures_of_each_complete_run(tmp_pat
         assert cells[3:6] == [f"{flagged.mean():.1%}", f"{(flagged & at_risk).sum() / at_risk.sum():.3f}",
                               f"{(flagged & at_risk).sum() / flagged.sum():.3f}"]
     assert rows[0][2].startswith(f"operating: {np.mean(ts):.3f}")
+    # a fold chosen by another threshold rule is not mixed in: the run then shows the default row only
+    f = sorted((tmp_path/'res'/'small-C').glob('*.json'))[0]
+    rec = json.loads(f.read_text()); rec['operating']['rule']['min'] = 0.9; f.write_text(json.dumps(rec))
+    pc.main(['--datasets', small_csv, *TINY, '--results', str(tmp_path/'res'), '--out', str(out)])
+    assert [l for l in out.read_text().splitlines() if l.startswith('| small C |') and 'operating' in l] == []
+    assert any(l.startswith('| small C |') and 'default' in l for l in out.read_text().splitlines())
