@@ -135,8 +135,8 @@ def op_rule(params: dict) -> dict:
 def one_fold(df: pd.DataFrame, train_idx, test_idx, params: dict, subjects=None) -> dict:
     """Train everything on the outer training fold, score every model on the outer test fold (`selected` is the saved,
     calibrated model), and choose `selected`'s operating threshold on the training fold as the evaluation stage does
-    (`evaluate.threshold`: its rule on out-of-fold P(pass) of the training rows). With `subjects` (pooled data: each row's subject), the test rows of each subject are scored apart:
-    `{subject: scores}`."""
+    (`evaluate.threshold`: its rule on out-of-fold P(pass) of the training rows). With `subjects` (pooled data: each
+    row's subject), the test rows of each subject are scored apart: `{subject: scores}`."""
     X, y = split_xy(df, params)
     # One fold is one task on one core: its searches run in this process. (Under Dask, joblib would otherwise send each
     # inner fit back to the busy cluster as a task of its own: measured 4x slower on 2 workers.)
@@ -248,7 +248,8 @@ def early_warning(y, flagged) -> dict:
 def load_folds(folder: Path, a, fp: str) -> tuple[pd.DataFrame, dict, float, pd.DataFrame]:
     """The per-fold files of the requested cells and runs: one row per (run, fold, model), the selection counts, the compute
     time, and per (cell, run), over all its folds' test students (complete runs only), `RUN_METRICS` of `selected`: the
-    expected calibration error and the early-warning figures at `DEFAULT_THRESHOLD`."""
+    expected calibration error and the early-warning figures at `DEFAULT_THRESHOLD` and, where every fold recorded one
+    chosen by the current rule (`op_rule`), at each fold's own operating threshold (`op_*`)."""
     rows, chosen, secs, oof = [], {}, 0.0, {}
     rule = op_rule(bench_params('C', a.seed, a.quick, a.inner_folds, a.params, a.ensembles, getattr(a, 'overrides', None)))
     cells = [(c, st) for st in a.setups for ds in a.datasets for c in ([f'pool:{s}' for s in a.subjects] if ds == 'pool' else [ds])]
