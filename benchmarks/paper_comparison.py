@@ -146,7 +146,7 @@ def one_fold(df: pd.DataFrame, train_idx, test_idx, params: dict, subjects=None)
         tr = train_models(X.iloc[train_idx], y.iloc[train_idx], params, progress=False,
                           **({} if groups is None else {'groups': groups.iloc[train_idx]}))
         rule = params['evaluate']['threshold']
-        op = choose_threshold(threshold_curve(*threshold_oof(tr.model, X.iloc[train_idx], y.iloc[train_idx], params)),
+        op = choose_threshold(threshold_curve(*threshold_oof(tr.model, X.iloc[train_idx], y.iloc[train_idx], params, reuse=tr.oof)),
                               rule['constraint'], rule['min'], rule['maximize'])
         parts = {None: test_idx} if subjects is None else {s: test_idx[np.asarray(subjects)[test_idx] == s] for s in np.unique(subjects)}
         out = {}

@@ -19,7 +19,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from .config import load_params, schema_block, atomic_path, read_json, write_json, write_text, write_csv, save_figure
 from .data import dataset_name, read_cleaned, run_prepare
 from .features import split_xy
-from .modeling import load_model
+from .modeling import OutOfFold, load_model
 
 # %% auto #0
 __all__ = ['AT_RISK', 'PASS', 'CLASS_NAMES', 'REPORT_METRICS', 'CALIBRATION_METRICS', 'THRESHOLD_METRICS', 'GROUP_METRICS',
@@ -675,21 +675,25 @@ def oof_p_pass(model, # the selected pipeline (cloned, never refitted in place)
                X: pd.DataFrame, y, # the training part
                folds: int, # stratified folds
                seed: int, # random seed of the folds
+               reuse: OutOfFold|None=None, # out-of-fold probabilities of `model` made already (`Trained.oof`): used if their folds are these
               ) -> np.ndarray:
     "Out-of-fold P(pass) on the training part: the pipeline with its chosen settings, refitted in each fold."
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', category=UserWarning)
-        proba = cross_val_predict(clone(model), X, y, cv=cv, method='predict_proba')
+    if reuse is not None and reuse.same_folds(cv.split(X, y)): proba = reuse.proba   # the same refits, already made
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', category=UserWarning)
+            proba = cross_val_predict(clone(model), X, y, cv=cv, method='predict_proba')
     return proba[:, list(np.unique(y)).index(PASS)]
 
 def threshold_oof(model, # the selected pipeline, as saved
                   X: pd.DataFrame, y, # the training part
                   params: dict, # loaded parameters (`evaluate.threshold.cv_folds`, `_quick`; `run.seed`)
+                  reuse: OutOfFold|None=None, # `Trained.oof` of the same training part, if at hand (see `oof_p_pass`)
                  ) -> tuple:
     "`(y, out-of-fold P(pass))` on the training part: what `evaluate` chooses the operating threshold on (`source: cv`)."
     folds = params['evaluate']['threshold']['cv_folds_quick' if is_quick(params) else 'cv_folds']
-    return np.asarray(y), oof_p_pass(model, X, y, folds, params['run']['seed'])
+    return np.asarray(y), oof_p_pass(model, X, y, folds, params['run']['seed'], reuse)
 
 # %% ../nbs/04_evaluation.ipynb #17626827
 def run_evaluate(params: dict, # loaded parameters

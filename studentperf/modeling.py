@@ -39,9 +39,9 @@ __all__ = ['CALIBRATION_METHODS', 'SELECTION_RULES', 'SEARCH_METRICS', 'LOSS_MET
            'prep_steps', 'candidate_pipeline', 'preprocessor_of', 'param_grid', 'strategy', 'cv_splitter',
            'RowGroupKFold', 'inner_splitter', 'tune', 'cv_summary', 'clean_params', 'imbalance_table', 'make_ensemble',
            'baseline', 'calibrated_brier', 'select', 'select_by', 'compare_feature_variants', 'calibrated',
-           'base_rate_brier', 'compare_calibrations', 'choose_calibration', 'calibrate_selected', 'Trained',
-           'train_models', 'UntrustedModelError', 'save_model', 'load_model', 'holdout_columns', 'calibration_record',
-           'run_model']
+           'base_rate_brier', 'OutOfFold', 'out_of_fold', 'compare_calibrations', 'choose_calibration',
+           'calibrate_selected', 'Trained', 'train_models', 'UntrustedModelError', 'save_model', 'load_model',
+           'holdout_columns', 'calibration_record', 'run_model']
 
 # %% ../nbs/03_modeling.ipynb #23fd3078
 CALIBRATION_METHODS = ('none', 'sigmoid', 'isotonic')
@@ -447,17 +447,40 @@ def base_rate_brier(y_fit, y_score) -> float:
     "Brier score on `y_score` of always predicting the pass rate of `y_fit` (the reference a useful P(pass) must beat)."
     return float(np.mean((np.asarray(y_score, float) - np.mean(y_fit)) ** 2))
 
+@dataclass
+class OutOfFold:
+    "Out-of-fold class probabilities of a model on the training part: each row's come from the copy fitted without its fold."
+    tests: list          # each fold's test rows (positions), in the order of the folds
+    proba: np.ndarray    # `predict_proba` of every row (columns: the classes, sorted)
+    def same_folds(self, splits) -> bool:
+        "Whether `splits` (the `(train, test)` pairs a splitter's `split` yields) has exactly these test folds, in this order."
+        tests = [np.asarray(te) for _, te in splits]
+        return len(tests) == len(self.tests) and all(np.array_equal(a, b) for a, b in zip(tests, self.tests))
+
+def out_of_fold(r: dict, # `cross_validate` output, with `return_estimator=True, return_indices=True`
+                X: pd.DataFrame, # the rows it cross-validated
+               ) -> OutOfFold:
+    "The out-of-fold probabilities of a cross-validation already run: each fold's fitted copy predicts its test rows (no refit)."
+    tests, proba = list(r['indices']['test']), None
+    for est, te in zip(r['estimator'], tests):
+        p = est.predict_proba(X.iloc[te])
+        if proba is None: proba = np.full((len(X), p.shape[1]), np.nan)
+        proba[te] = p
+    return OutOfFold(tests, proba)
+
 def compare_calibrations(model, # the selected pipeline
                          X: pd.DataFrame, y: pd.Series, # the training part (never the hold-out)
                          params: dict, # loaded parameters
                          groups: pd.Series|None=None, # student of each row (pooled tables): grouped folds
-                        ) -> pd.DataFrame:
+                         return_oof: bool=False, # also return each method's out-of-fold probabilities: `(table, {method: OutOfFold})`
+                        ) -> pd.DataFrame|tuple:
     "CV Brier score, log loss and ROC-AUC of each calibration method (the search's folds), and the base-rate reference."
     m = model_settings(params)
-    rows = []
+    rows, oofs = [], {}
     for meth in m['calibration']['methods']:
         r = cross_validate(calibrated(model, meth, params, groups), X, y, cv=cv_splitter(params, groups is not None), groups=groups, scoring=CALIBRATION_SCORES,
-                           n_jobs=m['n_jobs'], error_score='raise')
+                           n_jobs=m['n_jobs'], error_score='raise', return_estimator=return_oof, return_indices=return_oof)
+        if return_oof: oofs[meth] = out_of_fold(r, X)
         row = {'method': meth, 'kind': 'calibration'}
         for k in CALIBRATION_SCORES:
             v = np.asarray(r[f'test_{k}'], float) * (1 if k == 'roc_auc' else -1)
@@ -466,7 +489,7 @@ def compare_calibrations(model, # the selected pipeline
     yv = np.asarray(y)
     ref = [base_rate_brier(yv[a], yv[b]) for a, b in cv_splitter(params, groups is not None).split(X, y, groups)]
     rows.append({'method': 'base rate', 'kind': 'reference', 'cv_brier_mean': float(np.mean(ref)), 'cv_brier_std': float(np.std(ref))})
-    return pd.DataFrame(rows)
+    return (pd.DataFrame(rows), oofs) if return_oof else pd.DataFrame(rows)
 
 def choose_calibration(table: pd.DataFrame # from `compare_calibrations`
                       ) -> str:
@@ -481,12 +504,13 @@ def calibrate_selected(model, # the selected pipeline, fitted on the training pa
                        params: dict, # loaded parameters
                        groups: pd.Series|None=None, # student of each row (pooled tables): grouped folds
                       ) -> tuple:
-    "`(table, method, final model)`: the comparison, the chosen method and the model to save, refitted on `X, y`."
-    if model_settings(params)['calibration']['methods'] == ['none']: return None, 'none', model
-    t = compare_calibrations(model, X, y, params, groups)
+    """`(table, method, final model, out-of-fold)`: the comparison, the chosen method, the model to save (refitted on `X, y`)
+    and its out-of-fold probabilities from the comparison (`OutOfFold`; None when calibration is switched off)."""
+    if model_settings(params)['calibration']['methods'] == ['none']: return None, 'none', model, None
+    t, oofs = compare_calibrations(model, X, y, params, groups, return_oof=True)
     meth = choose_calibration(t)
     t.insert(2, 'chosen', t['method'] == meth)
-    return t, meth, (model if meth == 'none' else calibrated(model, meth, params, groups).fit(X, y))
+    return t, meth, (model if meth == 'none' else calibrated(model, meth, params, groups).fit(X, y)), oofs[meth]
 
 # %% ../nbs/03_modeling.ipynb #07871916
 @dataclass
@@ -502,6 +526,7 @@ class Trained:
     model: object = None         # what is saved: the selected model, recalibrated by `calibration_method`
     calibration: pd.DataFrame|None = None   # CV scores of each calibration method (`compare_calibrations`); None: switched off
     calibration_method: str = 'none'        # the chosen calibration method
+    oof: OutOfFold|None = None   # `model`'s out-of-fold probabilities on `cv_splitter`'s folds, from the calibration comparison
 
 def train_models(X: pd.DataFrame, y: pd.Series, # the training part
                  params: dict, # loaded parameters
@@ -509,6 +534,8 @@ def train_models(X: pd.DataFrame, y: pd.Series, # the training part
                  groups: pd.Series|None=None, # student of each row, for a pooled table: every CV keeps a student on one side
                 ) -> Trained:
     "Tune the candidates, build the ensembles, score the baseline by CV on `X, y`, select one model and calibrate it."
+    if groups is not None and not groups.index.equals(X.index):   # the CVs take groups by position, `RowGroupKFold` by label
+        raise ValueError("train_models: `groups` must have the index of `X` (the same row labels, in the same order)")
     with threadpool_limits(1): return _train_models(X, y, params, progress, groups)
 
 def _train_models(X, y, params, progress, groups=None):
@@ -532,7 +559,7 @@ def _train_models(X, y, params, progress, groups=None):
             table = pd.DataFrame(rows)
             table = pd.concat([table[table.kind == 'baseline'], table[table.kind != 'baseline']], ignore_index=True)
             selected = select_by(table, params)
-            cal, method, final = calibrate_selected(models[selected], X, y, params, groups)
+            cal, method, final, oof = calibrate_selected(models[selected], X, y, params, groups)
         else:
             est = baseline() if step == 'baseline' else make_ensemble(step, {n: models[n] for n in m['candidates']}, params, groups)
             r = cross_validate(est, X, y, cv=cv_splitter(params, groups is not None), groups=groups, scoring=scorers(cv=True),
@@ -543,7 +570,7 @@ def _train_models(X, y, params, progress, groups=None):
                          **cv_summary(r), 'params': json.dumps(members if step != 'baseline' else {}, default=str)})
         secs[step] = round(time.time() - t0, 2)
     table.insert(2, 'selected', table['model'] == selected)
-    return Trained(models, table, pd.concat(imb, ignore_index=True), feats, variant, selected, secs, final, cal, method)
+    return Trained(models, table, pd.concat(imb, ignore_index=True), feats, variant, selected, secs, final, cal, method, oof)
 
 # %% ../nbs/03_modeling.ipynb #6f0df427
 TRUSTED_TYPES = (

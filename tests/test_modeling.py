@@ -231,6 +231,8 @@ def test_pooled_training_groups_the_calibration_and_stacking_folds(monkeypatch):
             seen.append(len(X)); _no_group_on_both_sides(g[X.index], [(a, b)]); yield a, b
     monkeypatch.setattr(modeling.RowGroupKFold, 'split', recording)
     X, y = split_xy(pooled, pp)
+    with pytest.raises(ValueError, match='must have the index of `X`'):   # groups out of line with the rows: refused up front
+        modeling.train_models(X, y, pp, progress=False, groups=g.iloc[::-1])
     tr = modeling.train_models(X, y, pp, progress=False, groups=g)
     assert type(tr.models['stacking'].cv).__name__ == 'RowGroupKFold' and type(tr.model.cv).__name__ == 'RowGroupKFold'
     assert len(set(seen)) > 1 and len(X) in seen        # nested subsets (the CV folds) and the whole training part
