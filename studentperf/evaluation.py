@@ -14,6 +14,7 @@ import seaborn as sns
 from sklearn.metrics import roc_auc_score, average_precision_score, brier_score_loss, log_loss
 from sklearn.metrics import classification_report as sk_classification_report
 from sklearn.base import clone
+from threadpoolctl import threadpool_limits
 from scipy.special import expit, logit
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from .config import load_params, schema_block, atomic_path, read_json, write_json, write_text, write_csv, save_figure
@@ -681,7 +682,7 @@ def oof_p_pass(model, # the selected pipeline (cloned, never refitted in place)
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
     if reuse is not None and reuse.same_folds(cv.split(X, y)): proba = reuse.proba   # the same refits, already made
     else:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), threadpool_limits(1):   # one BLAS thread per fit, as in `train_models`
             warnings.simplefilter('ignore', category=UserWarning)
             proba = cross_val_predict(clone(model), X, y, cv=cv, method='predict_proba')
     return proba[:, list(np.unique(y)).index(PASS)]
