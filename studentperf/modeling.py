@@ -526,7 +526,7 @@ class Trained:
     model: object = None         # what is saved: the selected model, recalibrated by `calibration_method`
     calibration: pd.DataFrame|None = None   # CV scores of each calibration method (`compare_calibrations`); None: switched off
     calibration_method: str = 'none'        # the chosen calibration method
-    oof: OutOfFold|None = None   # `model`'s out-of-fold probabilities on `cv_splitter`'s folds, from the calibration comparison
+    oof: OutOfFold|None = None   # `model`'s out-of-fold probabilities on `cv_splitter`'s folds, from the calibration comparison; None: switched off
 
 def train_models(X: pd.DataFrame, y: pd.Series, # the training part
                  params: dict, # loaded parameters
