@@ -676,11 +676,11 @@ def oof_p_pass(model, # the selected pipeline (cloned, never refitted in place)
                X: pd.DataFrame, y, # the training part
                folds: int, # stratified folds
                seed: int, # random seed of the folds
-               reuse: OutOfFold|None=None, # out-of-fold probabilities of `model` made already (`Trained.oof`): used if their folds are these
+               reuse: OutOfFold|None=None, # out-of-fold probabilities made already (`Trained.oof`): used if they are `model`'s, on `X`, over these folds
               ) -> np.ndarray:
     "Out-of-fold P(pass) on the training part: the pipeline with its chosen settings, refitted in each fold."
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    if reuse is not None and reuse.same_folds(cv.split(X, y)): proba = reuse.proba   # the same refits, already made
+    if reuse is not None and reuse.matches(model, X, cv.split(X, y)): proba = reuse.proba   # the same refits, already made
     else:
         with warnings.catch_warnings(), threadpool_limits(1):   # one BLAS thread per fit, as in `train_models`
             warnings.simplefilter('ignore', category=UserWarning)

@@ -5,7 +5,7 @@
 # %% ../nbs/03_modeling.ipynb #e2286517
 from __future__ import annotations
 import copy, json, time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -452,21 +452,31 @@ class OutOfFold:
     "Out-of-fold class probabilities of a model on the training part: each row's come from the copy fitted without its fold."
     tests: list          # each fold's test rows (positions), in the order of the folds
     proba: np.ndarray    # `predict_proba` of every row (columns: the classes, sorted)
-    def same_folds(self, splits) -> bool:
-        "Whether `splits` (the `(train, test)` pairs a splitter's `split` yields) has exactly these test folds, in this order."
+    index: pd.Index      # the rows' labels
+    columns: list        # the columns the copies were fitted on
+    model: object = None # the model these are the refits of (`calibrate_selected` ties them to the model it returns); None: no model
+    def matches(self, model, # the model whose out-of-fold probabilities are wanted
+                X: pd.DataFrame, # the rows they are wanted on
+                splits, # the `(train, test)` pairs of the wanted folds (a splitter's `split`)
+               ) -> bool:
+        "Whether these are `model`'s out-of-fold probabilities on `X` over `splits`: the same model object, rows, columns and test folds."
+        if self.model is None or model is not self.model or not X.index.equals(self.index) or list(X.columns) != self.columns: return False
         tests = [np.asarray(te) for _, te in splits]
         return len(tests) == len(self.tests) and all(np.array_equal(a, b) for a, b in zip(tests, self.tests))
 
 def out_of_fold(r: dict, # `cross_validate` output, with `return_estimator=True, return_indices=True`
                 X: pd.DataFrame, # the rows it cross-validated
+                model=None, # the model it cross-validated (clones of it were fitted), if these are to be reused for it
                ) -> OutOfFold:
     "The out-of-fold probabilities of a cross-validation already run: each fold's fitted copy predicts its test rows (no refit)."
-    tests, proba = list(r['indices']['test']), None
-    for est, te in zip(r['estimator'], tests):
+    tests, proba, classes = list(r['indices']['test']), None, None
+    for k, (est, te) in enumerate(zip(r['estimator'], tests)):
+        if classes is None: classes = list(est.classes_)
+        elif list(est.classes_) != classes: raise ValueError(f"out_of_fold: fold {k}'s model has classes {list(est.classes_)}, fold 0's {classes}")
         p = est.predict_proba(X.iloc[te])
         if proba is None: proba = np.full((len(X), p.shape[1]), np.nan)
         proba[te] = p
-    return OutOfFold(tests, proba)
+    return OutOfFold(tests, proba, X.index, list(X.columns), model)
 
 def compare_calibrations(model, # the selected pipeline
                          X: pd.DataFrame, y: pd.Series, # the training part (never the hold-out)
@@ -510,7 +520,8 @@ def calibrate_selected(model, # the selected pipeline, fitted on the training pa
     t, oofs = compare_calibrations(model, X, y, params, groups, return_oof=True)
     meth = choose_calibration(t)
     t.insert(2, 'chosen', t['method'] == meth)
-    return t, meth, (model if meth == 'none' else calibrated(model, meth, params, groups).fit(X, y)), oofs[meth]
+    final = model if meth == 'none' else calibrated(model, meth, params, groups).fit(X, y)
+    return t, meth, final, replace(oofs[meth], model=final)   # the refits of `final` (a clone of it was fitted per fold)
 
 # %% ../nbs/03_modeling.ipynb #07871916
 @dataclass

@@ -184,15 +184,16 @@ def test_the_report_gives_the_early_warning_figures_of_each_complete_run(tmp_pat
     assert any(l.startswith('| small C |') and 'default' in l for l in out.read_text().splitlines())
 
 
-@pytest.mark.parametrize('inner', [3, 2])
-def test_the_operating_threshold_is_chosen_on_the_training_rows(small_csv, monkeypatch, inner):
+@pytest.mark.parametrize('inner,method', [(3, 'none'), (3, 'sigmoid'), (3, 'isotonic'), (2, 'sigmoid')])
+def test_the_operating_threshold_is_chosen_on_the_training_rows(small_csv, monkeypatch, inner, method):
     """`one_fold` chooses `selected`'s threshold on out-of-fold P(pass) of its training rows only. When the calibration
     comparison's folds are the threshold's (`model.cv_folds` = `evaluate.threshold.cv_folds_quick` = 3), its refits are
-    reused (no new fit, the same P(pass) as refitting); with other folds (2 inner folds) the threshold refits its own."""
-    import studentperf.evaluation as ev
+    reused (no new fit, exactly the P(pass) of refitting), whichever calibration method is chosen; with other folds (2
+    inner folds) the threshold refits its own."""
+    import studentperf.evaluation as ev, studentperf.modeling as modeling
     p0 = load_params()
     df = load_dataset(p0, small_csv).data
-    sets = pc.parse_set([TINY[i + 1] for i, x in enumerate(TINY) if x == '--set'] + ['model.quick.calibration={methods: [none, sigmoid], cv: 2}'])
+    sets = pc.parse_set([TINY[i + 1] for i, x in enumerate(TINY) if x == '--set'] + ['model.quick.calibration={methods: [none, sigmoid, isotonic], cv: 2}'])
     p = pc.bench_params('C', 0, True, inner, None, [], sets)
     assert p['evaluate']['threshold']['cv_folds_quick'] == 3
     y = pc.split_xy(df, p)[1]
@@ -200,12 +201,14 @@ def test_the_operating_threshold_is_chosen_on_the_training_rows(small_csv, monke
     seen, refits, real_oof, real_cvp = [], [], pc.threshold_oof, ev.cross_val_predict
     def spy(model, X, yy, params, reuse=None):
         n = len(refits); out = real_oof(model, X, yy, params, reuse); n = len(refits) - n
-        seen.append((X.index, out[1], real_oof(model, X, yy, params)[1], n, reuse is not None)); return out
+        seen.append((X.index, out[1], real_oof(model, X, yy, params)[1], n, reuse is not None, getattr(model, 'method', 'none'))); return out
     monkeypatch.setattr(pc, 'threshold_oof', spy)
     monkeypatch.setattr(ev, 'cross_val_predict', lambda *a, **k: refits.append(1) or real_cvp(*a, **k))
+    monkeypatch.setattr(modeling, 'choose_calibration', lambda t: method)   # each method's path, whichever would win here
     out = pc.one_fold(df, tr, te, p)
-    (idx, got, fresh, n_refits, offered), = seen
+    (idx, got, fresh, n_refits, offered, used), = seen
+    assert used == method                                            # the saved model is calibrated so
     assert idx.equals(df.index[tr])                                  # the training rows, never the test rows
     assert sorted(out['oof']['row']) == sorted(int(i) for i in te)
     assert offered and n_refits == (0 if inner == 3 else 1)          # same folds: reused; other folds: refitted
-    np.testing.assert_allclose(got, fresh, rtol=0, atol=1e-9)        # either way what refitting the folds gives
+    np.testing.assert_array_equal(got, fresh)                        # either way exactly what refitting the folds gives
