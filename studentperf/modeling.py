@@ -5,6 +5,7 @@
 # %% ../nbs/03_modeling.ipynb #e2286517
 from __future__ import annotations
 import copy, json, time
+import joblib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 import numpy as np
@@ -14,7 +15,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 from imblearn.pipeline import Pipeline
 from imblearn.over_sampling import SMOTE
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import (HistGradientBoostingClassifier, RandomForestClassifier, StackingClassifier,
@@ -27,6 +28,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline as SkPipeline
 from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
+from sklearn.utils import get_tags
 from .config import load_params, atomic_path, write_json, write_csv, active_schema, schema_block
 from .data import read_cleaned, run_prepare
 from .features import build_preprocessor, split_xy
@@ -39,7 +41,7 @@ __all__ = ['CALIBRATION_METHODS', 'SELECTION_RULES', 'SEARCH_METRICS', 'LOSS_MET
            'prep_steps', 'candidate_pipeline', 'preprocessor_of', 'param_grid', 'strategy', 'cv_splitter',
            'RowGroupKFold', 'inner_splitter', 'tune', 'cv_summary', 'clean_params', 'imbalance_table', 'make_ensemble',
            'baseline', 'calibrated_brier', 'select', 'select_by', 'compare_feature_variants', 'calibrated',
-           'base_rate_brier', 'OutOfFold', 'out_of_fold', 'compare_calibrations', 'choose_calibration',
+           'base_rate_brier', 'OutOfFold', 'out_of_fold', 'SharedFits', 'compare_calibrations', 'choose_calibration',
            'calibrate_selected', 'Trained', 'train_models', 'UntrustedModelError', 'save_model', 'load_model',
            'holdout_columns', 'calibration_record', 'run_model']
 
@@ -478,6 +480,28 @@ def out_of_fold(r: dict, # `cross_validate` output, with `return_estimator=True,
         proba[te] = p
     return OutOfFold(tests, proba, X.index, list(X.columns), model)
 
+class SharedFits(BaseEstimator):
+    """`estimator`, whose clones share their fits: a clone asked to fit on rows that one of them has already fitted on
+    (same columns, values, index and target) takes that fitted copy instead of refitting. All clones of one `SharedFits`
+    must stay clones of the same estimator (never `set_params` them). With `store=None` every fit is a plain refit."""
+    def __init__(self, estimator, # the unfitted model (cloned before each fit)
+                 store: dict|None=None, # the fitted copies by the hash of their rows; shared by every clone
+                ): self.estimator, self.store = estimator, store
+    def __sklearn_clone__(self): return SharedFits(clone(self.estimator), self.store)   # the clones keep the same store
+    def __sklearn_tags__(self): return get_tags(self.estimator)
+    def __sklearn_is_fitted__(self): return 'estimator_' in self.__dict__
+    def __getattr__(self, name):   # everything else is the (fitted) estimator's: classes_, predict_proba, decision_function, ...
+        if name.startswith('__') or name in ('estimator', 'estimator_', 'store'): raise AttributeError(name)
+        return getattr(self.__dict__.get('estimator_', self.estimator), name)
+    def fit(self, X, y, **fit_params):
+        if self.store is None: self.estimator_ = clone(self.estimator).fit(X, y, **fit_params); return self
+        rows = ((list(X.columns), [str(t) for t in X.dtypes], pd.util.hash_pandas_object(X, index=True).to_numpy())
+                if isinstance(X, pd.DataFrame) else X)
+        key = joblib.hash((rows, np.asarray(y), fit_params))
+        if key not in self.store: self.store[key] = clone(self.estimator).fit(X, y, **fit_params)
+        self.estimator_ = self.store[key]
+        return self
+
 def compare_calibrations(model, # the selected pipeline
                          X: pd.DataFrame, y: pd.Series, # the training part (never the hold-out)
                          params: dict, # loaded parameters
@@ -487,8 +511,9 @@ def compare_calibrations(model, # the selected pipeline
     "CV Brier score, log loss and ROC-AUC of each calibration method (the search's folds), and the base-rate reference."
     m = model_settings(params)
     rows, oofs = [], {}
+    shared = SharedFits(model, {} if m['n_jobs'] == 1 else None)   # in one process, the methods share their refits
     for meth in m['calibration']['methods']:
-        r = cross_validate(calibrated(model, meth, params, groups), X, y, cv=cv_splitter(params, groups is not None), groups=groups, scoring=CALIBRATION_SCORES,
+        r = cross_validate(calibrated(shared, meth, params, groups), X, y, cv=cv_splitter(params, groups is not None), groups=groups, scoring=CALIBRATION_SCORES,
                            n_jobs=m['n_jobs'], error_score='raise', return_estimator=return_oof, return_indices=return_oof)
         if return_oof: oofs[meth] = out_of_fold(r, X)
         row = {'method': meth, 'kind': 'calibration'}
