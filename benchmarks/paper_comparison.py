@@ -9,7 +9,7 @@ its test rows. We also report ROC-AUC, balanced accuracy, F1 of the at-risk clas
 
     python benchmarks/paper_comparison.py --full --out benchmarks/results/paper_comparison_full.md   # the paper's protocol (days on 2 cores)
     python benchmarks/paper_comparison.py --out benchmarks/results/paper_comparison.md             # reduced: 2 x 10 folds, quick grids
-    python benchmarks/paper_comparison.py --pool --setups C                  # train on both subjects (grouped by student)
+    python benchmarks/paper_comparison.py --pool --setups C                  # both subjects in training vs each alone, paired folds
     python benchmarks/paper_comparison.py --scheduler tcp://host:8786        # outer folds on a Dask cluster (see nbs/12_scale)
 
 **Resumable.** Each outer fold's scores are written, atomically, as soon as that fold finishes: one small JSON file per
@@ -89,7 +89,8 @@ def config_record(a) -> dict:
     m = model_settings(p)
     return {'version': 1, 'folds': a.folds, 'inner_folds': a.inner_folds, 'seed': a.seed, 'quick': bool(a.quick),
             'ensembles': m['ensembles'], 'pool': bool(a.pool), 'params_sha256': _sha(shaping), 'grids': m['grids'],
-            'selection': m['selection'], 'metric': m['metric'], 'calibration': m['calibration']}
+            'selection': m['selection'], 'metric': m['metric'], 'calibration': m['calibration'],
+            **({'subject_folds': 'pooled'} if a.pool else {})}   # with --pool every cell uses the pooled (grouped) folds
 
 
 def data_sha(df: pd.DataFrame) -> str:
@@ -176,21 +177,38 @@ def _task(key, df, tr, te, p, subjects):
     return key, res, time.time() - t0
 
 
+def subject_folds(splits: list, # `pooled_splits` of the pooled table: `[(train, test), ...]` positions
+                  subjects: np.ndarray, # the subject of each row of the pooled table
+                  subject: str, # the subject wanted
+                 ) -> list:
+    """The rows of `subject` in each pooled fold, as positions in that subject's own table (`pool_tables` keeps each
+    subject's rows in their order): its own folds, whose test students are those of `pool:<subject>` fold by fold."""
+    pos = np.flatnonzero(subjects == subject)
+    if not len(pos): raise ValueError(f"subject_folds: no row of subject {subject!r} in the pooled table")
+    return [(np.searchsorted(pos, tr[subjects[tr] == subject]), np.searchsorted(pos, te[subjects[te] == subject])) for tr, te in splits]
+
+
 def plan(data: dict, a) -> list:
     """Every outer fold of the requested cells: `(dataset, cells, run, fold, train, test, params, subjects)`, where `cells` are
     the `(cell, setup)` the fold's result is recorded under (one per subject for a pooled fold, whose `subjects` names each
-    row's subject; outer folds grouped by student)."""
-    tasks = []
+    row's subject; outer folds grouped by student). With `--pool` each subject's own cell uses its rows of the pooled
+    folds (`subject_folds`), so `mat` and `pool:mat` are scored on the same test students, fold by fold."""
+    tasks, pooled = [], {}
     for st in a.setups:                 # setup by setup (C first, if asked so), both subjects each
         for ds, df in data.items():
             for r in range(a.runs):
                 seed = a.seed + r
                 p = bench_params(st, seed, a.quick, a.inner_folds, a.params, a.ensembles, a.overrides)
+                if a.pool and seed not in pooled:
+                    pool = data['pool']
+                    pooled[seed] = (pooled_splits(pool, p, a.folds, seed), pool[pool_settings(p)['subject_column']].astype(str).to_numpy())
                 if ds == 'pool':
                     p = pool_params(p, a.subjects)
-                    sub = df[pool_settings(p)['subject_column']].astype(str).to_numpy()
-                    splits = pooled_splits(df, p, a.folds, seed)
+                    splits, sub = pooled[seed]
                     cells = [(f'pool:{s}', st) for s in a.subjects]
+                elif a.pool:                    # paired with `pool:<ds>`: the same test students, trained on this subject alone
+                    splits, sub = subject_folds(*pooled[seed], ds), None
+                    cells = [(ds, st)]
                 else:
                     y, sub = split_xy(df, p)[1], None
                     splits = StratifiedKFold(a.folds, shuffle=True, random_state=seed).split(df, y)
@@ -342,7 +360,9 @@ def cell_title(cell: str) -> str:
     return f"{name}, trained on both subjects (`{cell}`)" if cell.startswith('pool:') else f"{name} (`{cell}`)"
 
 
-def report(summ: pd.DataFrame, chosen: dict, a, seconds: float, argv: list, done: tuple|None=None, per_run=None) -> str:
+def report(summ: pd.DataFrame, chosen: dict, a, seconds: float, argv: list, done: tuple|None=None, per_run=None,
+           rows: pd.DataFrame|None=None) -> str:
+    "The markdown report (`rows`: the per-fold scores, for the paired pooling comparison of a `--pool` run)."
     models = [m for m in MODEL_ORDER if m in set(summ['model'])]
     bp = bench_params('C', a.seed, a.quick, a.inner_folds, a.params, a.ensembles, getattr(a, 'overrides', None))
     ms = model_settings(bp)
@@ -372,7 +392,7 @@ def report(summ: pd.DataFrame, chosen: dict, a, seconds: float, argv: list, done
          ]
     if any(str(d).startswith('pool:') for d in set(summ['dataset'])):
         L.append("- `pool:<subject>` cells: trained on the students of both subjects (a subject column added), outer folds "
-                 "grouped by student (the overlap rule of `schemas.<schema>.pool`, `modeling.student_groups`: no student on "
+                 "grouped by student (each subject's own cell uses its rows of the same folds, so the two are paired) (the overlap rule of `schemas.<schema>.pool`, `modeling.student_groups`: no student on "
                  "both sides of any split; the searches', the calibration step's and the stacking "
                  "meta-model's folds are grouped too; not the SVM's internal Platt folds (inside the pipeline, after "
                  "preprocessing and SMOTE, the rows no longer carry their student), nor the operating threshold's), scored on that subject's test students only.")
@@ -415,6 +435,46 @@ def report(summ: pd.DataFrame, chosen: dict, a, seconds: float, argv: list, done
                  '; '.join(f"{st}: " + ', '.join(f'{k} {v}' for k, v in sorted(chosen.get((ds, st), {}).items(), key=lambda kv: -kv[1]))
                            for st in setups) + '\n')
     L.append(goals(summ, per_run, op_rule(bp)))
+    if a.pool and rows is not None: L.append(pooling_effect(rows, a.subjects, a.folds))
+    return '\n'.join(L) + '\n'
+
+
+def corrected_se(d: pd.Series, # paired differences, one per outer fold
+                 test_share: float, # share of the rows in an outer test fold (1 / folds)
+                ) -> float:
+    """Standard error of the mean of `d` corrected for the overlap of the outer training folds (Nadeau & Bengio 2003: the
+    variance is multiplied by 1/J + n_test/n_train instead of 1/J), as in scikit-learn's example "Statistical comparison
+    of models using grid search"; the plain 1/J would call differences significant far too often."""
+    return float(np.sqrt((1 / len(d) + test_share / (1 - test_share)) * d.var(ddof=1)))
+
+
+def pooling_effect(rows: pd.DataFrame, subjects: list, folds: int) -> str:
+    """Paired comparison of `selected` trained on both subjects (`pool:<s>`) with `selected` trained on subject s alone
+    (`<s>`): the same outer test students in every fold (`--pool`), per-fold differences (pooled minus alone)."""
+    sel = rows[rows.model == 'selected']
+    shown = [(m, t, k) for m, t, k in (('roc_auc', 'ROC-AUC', 1), ('brier', 'Brier', 1), ('accuracy', 'accuracy (points)', 100)) if m in sel]
+    L = ["## Does pooling both subjects help? Paired outer folds\n",
+         "Each outer fold scores `selected` trained on the subject alone and `selected` trained on both subjects on the **same** "
+         "test students (the pooled folds, grouped by student). Differences are pooled minus alone, per fold; the interval is "
+         "the mean difference ± 1.96 x its standard error corrected for the overlap of the training folds (Nadeau & Bengio "
+         "2003). Pooling would be kept only where the ROC-AUC interval lies above 0 without a worse Brier score.\n",
+         "| Cell | folds | " + ' | '.join(f'{t}: alone / pooled | difference [95%]' for _, t, _ in shown) + " | folds where pooling raised it |",
+         "|---|---|" + '---|---|' * len(shown) + "---|"]
+    for st in sorted(set(sel['setup']), key='ABC'.index):
+        for sub in subjects:
+            a = sel[(sel.dataset == sub) & (sel.setup == st)].set_index(['run', 'fold'])
+            b = sel[(sel.dataset == f'pool:{sub}') & (sel.setup == st)].set_index(['run', 'fold'])
+            j = a.join(b, lsuffix='_alone', rsuffix='_pool', how='inner')
+            if len(j) < 2: continue
+            out = []
+            for m, _, k in shown:
+                d, nd = (j[f'{m}_pool'] - j[f'{m}_alone']) * k, 3 if k == 1 else 2
+                h = 1.96 * corrected_se(d, 1 / folds)
+                out.append(f"{j[f'{m}_alone'].mean() * k:.{nd}f} / {j[f'{m}_pool'].mean() * k:.{nd}f} | "
+                           f"{d.mean():+.{nd}f} [{d.mean() - h:+.{nd}f}, {d.mean() + h:+.{nd}f}]")
+            m0 = shown[0][0]
+            up = int((j[f'{m0}_pool'] > j[f'{m0}_alone']).sum()) if m0 != 'brier' else int((j[f'{m0}_pool'] < j[f'{m0}_alone']).sum())
+            L.append(f"| {sub} {st} | {len(j)} | " + ' | '.join(out) + f" | {shown[0][1]}: {up} of {len(j)} |")
     return '\n'.join(L) + '\n'
 
 
@@ -502,12 +562,13 @@ def main(argv=None):
     a.subjects, a.bins = [], int(base['evaluate']['calibration_bins'])
     if a.from_csv:
         rows = pd.read_csv(a.from_csv)
+        if a.pool: a.subjects = [dataset_name(ds) for ds in a.datasets]
         cmd = list(argv)
         i = cmd.index('--from-csv'); cmd = cmd[:i] + cmd[i + 2:]
         for f in ('--minutes', '--picks-from'):
             if f in cmd: i = cmd.index(f); cmd = cmd[:i] + cmd[i + 2:]
         picks = picks_from_md(Path(a.picks_from)) if a.picks_from else picks_from_rows(rows)
-        md = report(summarise(rows), picks, a, (a.minutes or 0) * 60, ['benchmarks/paper_comparison.py'] + cmd)
+        md = report(summarise(rows), picks, a, (a.minutes or 0) * 60, ['benchmarks/paper_comparison.py'] + cmd, rows=rows)
         if a.out: write_text(a.out, md)
         print(md); return
     names = {ds: dataset_name(ds) for ds in a.datasets}   # a CSV path: its file name names the cell
@@ -533,7 +594,7 @@ def main(argv=None):
     log.info('computed %d outer fold(s) in %.0f s; %d of %d fold results are in %s', computed, time.time() - t0, done, n_expected, folder)
     if not len(rows): print(f'no fold is done yet in {folder}'); return None
     summ = summarise(rows)
-    md = report(summ, chosen, a, secs, ['benchmarks/paper_comparison.py'] + argv, done=(done, n_expected), per_run=per_run)
+    md = report(summ, chosen, a, secs, ['benchmarks/paper_comparison.py'] + argv, done=(done, n_expected), per_run=per_run, rows=rows)
     if a.out:
         write_text(a.out, md)
         rows.round(6).to_csv(Path(a.out).with_suffix('.csv'), index=False)

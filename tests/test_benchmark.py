@@ -112,12 +112,16 @@ def two_subjects(tmp_path_factory):
 
 
 def test_pool_scores_each_subject_with_folds_grouped_by_student(tmp_path, two_subjects, monkeypatch):
-    "--pool: outer folds of the pooled table never split a student; each subject's test rows are scored apart."
-    seen = []
+    """--pool: outer folds of the pooled table never split a student; each subject's test rows are scored apart; each
+    subject's own cell is trained and scored on that subject's rows of the same folds (paired with `pool:<subject>`)."""
+    seen, alone, pooled = [], [], []
     def fake(df, tr, te, params, subjects=None):
-        if subjects is None: return {'scores': {'selected': {'accuracy': .5}}, 'selected': 'logreg', 'brier_base': .2, 'oof': {'row': [], 'y': [], 'p': []}}
+        if subjects is None:
+            alone.append((df, tr, te))
+            return {'scores': {'selected': {'accuracy': .5}}, 'selected': 'logreg', 'brier_base': .2, 'oof': {'row': [], 'y': [], 'p': []}}
         g = pc.pool_groups(df, params)
         seen.append(set(g.iloc[tr]) & set(g.iloc[te]))
+        pooled.append((df, tr, te, np.asarray(subjects)))
         assert set(np.asarray(subjects)[te]) == {'suba', 'subb'}
         return {s: {'scores': {'selected': {'accuracy': .5}}, 'selected': 'logreg', 'brier_base': .2, 'oof': {'row': [], 'y': [], 'p': []}}
                 for s in ('suba', 'subb')}
@@ -127,6 +131,15 @@ def test_pool_scores_each_subject_with_folds_grouped_by_student(tmp_path, two_su
     assert len(seen) == 3 and all(not s for s in seen)
     assert {d.name for d in res.iterdir() if d.is_dir()} == {'suba-C', 'subb-C', 'pool:suba-C', 'pool:subb-C'}
     assert json.loads((res/'config.json').read_text())['config']['pool'] is True
+    assert len(alone) == 6                                           # suba's 3 folds, then subb's
+    cols = list(alone[0][0].columns)
+    for i, sub in enumerate(('suba', 'subb')):
+        for k, (pool, ptr, pte, subj) in enumerate(pooled):
+            df, tr, te = alone[3 * i + k]
+            for own, rows in ((tr, ptr), (te, pte)):                 # the same students, on the same side
+                want = pool.iloc[rows[subj[rows] == sub]][cols].reset_index(drop=True)
+                pd.testing.assert_frame_equal(df.iloc[own][cols].reset_index(drop=True), want)
+            assert len(tr) + len(te) == len(df)
 
 
 def test_one_pooled_fold_trains_on_both_subjects_grouped(two_subjects):
@@ -212,3 +225,16 @@ def test_the_operating_threshold_is_chosen_on_the_training_rows(small_csv, monke
     assert sorted(out['oof']['row']) == sorted(int(i) for i in te)
     assert offered and n_refits == (0 if inner == 3 else 1)          # same folds: reused; other folds: refitted
     np.testing.assert_array_equal(got, fresh)                        # either way exactly what refitting the folds gives
+
+
+def test_the_pooling_effect_is_a_paired_difference_with_the_corrected_interval():
+    "Pooled minus alone per fold, mean ± 1.96 x the Nadeau-Bengio corrected standard error (10 folds: 1/J + 1/9)."
+    alone, pool = [.70, .70, .70, .70], [.72, .70, .74, .70]
+    rows = pd.DataFrame([{'dataset': c, 'setup': 'C', 'run': 0, 'fold': k, 'model': 'selected', 'roc_auc': v, 'brier': .2, 'accuracy': .7}
+                         for c, vals in (('mat', alone), ('pool:mat', pool)) for k, v in enumerate(vals)])
+    d = np.array(pool) - np.array(alone)
+    h = 1.96 * np.sqrt((1 / 4 + 1 / 9) * d.var(ddof=1))
+    md = pc.pooling_effect(rows, ['mat'], 10)
+    line, = [x for x in md.splitlines() if x.startswith('| mat C')]
+    assert f"| 0.700 / 0.715 | +0.015 [{0.015 - h:+.3f}, {0.015 + h:+.3f}] |" in line
+    assert "| 0.200 / 0.200 | +0.000 [+0.000, +0.000] |" in line and line.endswith("ROC-AUC: 2 of 4 |")
