@@ -256,6 +256,7 @@ DEFAULT_THRESHOLD = 0.5   # the early-warning figures of `selected`: flagged whe
                           # and at each fold's operating threshold (`op_*`; runs whose folds all recorded one)
 WARNING = ['recall_at_risk', 'precision_at_risk', 'flagged_share']
 RUN_METRICS = ['ece', *WARNING, 'at_risk_share', 'op_threshold', 'op_reached', *(f'op_{k}' for k in WARNING)]
+P_ROUND = 1e-6   # fold files keep P(pass) to 6 decimals: a risk this close to the fold's threshold could flip its flag
 
 
 def early_warning(y, flagged) -> dict:
@@ -290,11 +291,13 @@ def load_folds(folder: Path, a, fp: str) -> tuple[pd.DataFrame, dict, float, pd.
         row = {'dataset': c, 'setup': st, 'run': r, 'ece': ece(yy, pp, a.bins), **{k: m[k] for k in WARNING}, 'at_risk_share': m['n_at_risk'] / m['n']}
         if all(o['operating'] and o['operating'].get('rule') == rule for o in parts):   # each fold's students at its own threshold
             flagged = np.concatenate([risk_score(np.asarray(o['p'])) >= o['operating']['threshold'] for o in parts])
-            row.update({'op_threshold': float(np.mean([o['operating']['threshold'] for o in parts])),
+            near = int(sum((np.abs(risk_score(np.asarray(o['p'])) - o['operating']['threshold']) <= P_ROUND).sum() for o in parts))
+            if near: log.warning('%s %s run %d: %d student(s) within %g of their fold\'s threshold: a flag may differ from the fold\'s own', c, st, r, near, P_ROUND)
+            row.update({'op_near': near, 'op_threshold': float(np.mean([o['operating']['threshold'] for o in parts])),
                         'op_reached': float(np.mean([o['operating']['reached'] for o in parts])),
                         **{f'op_{k}': v for k, v in early_warning(yy, flagged).items()}})
         per_run.append(row)
-    return pd.DataFrame(rows), chosen, secs, pd.DataFrame(per_run, columns=['dataset', 'setup', 'run', *RUN_METRICS])
+    return pd.DataFrame(rows), chosen, secs, pd.DataFrame(per_run, columns=['dataset', 'setup', 'run', *RUN_METRICS, 'op_near'])
 
 
 CI_MIN_RUNS = 5   # below this, a t-interval over runs is meaningless (t = 12.7 for two runs): show the fold spread
@@ -519,6 +522,11 @@ def goals(summ: pd.DataFrame, per_run: pd.DataFrame|None=None, rule: dict|None=N
                          f"| {r.op_flagged_share:.1%} | {r.op_recall_at_risk:.3f} | {r.op_precision_at_risk:.3f} | {int(n_op[(ds, st)])} |")
             L.append(f"| {ds} {st} | {r.at_risk_share:.1%} | default: {DEFAULT_THRESHOLD} | {r.flagged_share:.1%} | {r.recall_at_risk:.3f} "
                      f"| {r.precision_at_risk:.3f} | {int(e.loc[(ds, st), 'count'])} |")
+        if n_op.sum():
+            near = int(per_run['op_near'].fillna(0).sum())
+            L.append(f"\nThe fold files keep P(pass) to 6 decimals. {near} test student(s) have a kept risk within {P_ROUND:g} of "
+                     "their fold's operating threshold" + (": their recomputed flag may differ from the fold's own." if near else
+                                                            ", so every recomputed flag is the fold's own."))
     return '\n'.join(L) + '\n'
 
 

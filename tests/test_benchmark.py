@@ -189,6 +189,13 @@ def test_the_report_gives_the_early_warning_figures_of_each_complete_run(tmp_pat
         assert cells[3:6] == [f"{flagged.mean():.1%}", f"{(flagged & at_risk).sum() / at_risk.sum():.3f}",
                               f"{(flagged & at_risk).sum() / flagged.sum():.3f}"]
     assert rows[0][2].startswith(f"operating: {np.mean(ts):.3f}")
+    near = sum(int((np.abs(1 - np.asarray(r['oof']['p']) - r['operating']['threshold']) <= 1e-6).sum()) for r in recs)
+    assert f"{near} test student(s) have a kept risk within 1e-06" in out.read_text()
+    # a student whose kept risk sits on the threshold is counted (its flag may differ from the fold's own)
+    f = sorted((tmp_path/'res'/'small-C').glob('*.json'))[0]
+    rec = json.loads(f.read_text()); rec['operating']['threshold'] = 1 - rec['oof']['p'][0]; f.write_text(json.dumps(rec))
+    pc.main(['--datasets', small_csv, *TINY, '--results', str(tmp_path/'res'), '--out', str(out)])
+    assert f"{near + 1} test student(s) have a kept risk within 1e-06 of their fold's operating threshold: their recomputed flag may differ" in out.read_text()
     # a fold chosen by another threshold rule is not mixed in: the run then shows the default row only
     f = sorted((tmp_path/'res'/'small-C').glob('*.json'))[0]
     rec = json.loads(f.read_text()); rec['operating']['rule']['min'] = 0.9; f.write_text(json.dumps(rec))
