@@ -146,9 +146,10 @@ def one_fold(df: pd.DataFrame, train_idx, test_idx, params: dict, subjects=None)
         groups = None if subjects is None else pool_groups(df, params)
         tr = train_models(X.iloc[train_idx], y.iloc[train_idx], params, progress=False,
                           **({} if groups is None else {'groups': groups.iloc[train_idx]}))
-        rule = params['evaluate']['threshold']
+        rule, t0 = params['evaluate']['threshold'], time.time()
         op = choose_threshold(threshold_curve(*threshold_oof(tr.model, X.iloc[train_idx], y.iloc[train_idx], params, reuse=tr.oof)),
                               rule['constraint'], rule['min'], rule['maximize'])
+        steps = {**tr.seconds, 'threshold': round(time.time() - t0, 2)}   # where the fold's time goes (train_models' steps)
         parts = {None: test_idx} if subjects is None else {s: test_idx[np.asarray(subjects)[test_idx] == s] for s in np.unique(subjects)}
         out = {}
         for s, idx in parts.items():
@@ -163,7 +164,7 @@ def one_fold(df: pd.DataFrame, train_idx, test_idx, params: dict, subjects=None)
                 scores['naive_grade'] = {'accuracy': float(accuracy_score(ya, pred)), 'balanced_accuracy': float(balanced_accuracy_score(ya, pred)),
                                          'f1_at_risk': float(f1_score(ya, pred, pos_label=0, zero_division=0)),
                                          'roc_auc': float(roc_auc_score(ya, pred)) if len(set(ya)) > 1 else float('nan')}
-            out[s] = {'scores': scores, 'selected': tr.selected, 'variant': tr.variant, 'calibration': tr.calibration_method,
+            out[s] = {'scores': scores, 'selected': tr.selected, 'variant': tr.variant, 'calibration': tr.calibration_method, 'step_seconds': steps,
                       'brier_base': float(np.mean((yt.to_numpy() - y.iloc[train_idx].mean()) ** 2)),
                       'operating': {'threshold': op['threshold'], 'reached': op['reached'], 'rule': op_rule(params)},
                       # the saved model's P(pass) of each test student (row of the table): the run's ECE needs all of them

@@ -177,6 +177,7 @@ def test_the_report_gives_the_early_warning_figures_of_each_complete_run(tmp_pat
     recs = [json.loads(f.read_text()) for f in sorted((tmp_path/'res'/'small-C').glob('*.json'))]
     y = np.concatenate([r['oof']['y'] for r in recs]); p = np.concatenate([r['oof']['p'] for r in recs])
     assert len(y) == 240                                                     # every student once
+    assert {'features', 'logreg', 'baseline', 'calibration', 'threshold'} <= set(recs[0]['step_seconds'])   # where the time went
     ts = [r['operating']['threshold'] for r in recs]
     assert len(set(ts)) > 1 and all(0 < t < 1 for t in ts)                   # chosen per fold, on its own training rows
     at_risk = y == 0
