@@ -380,8 +380,11 @@ def report(summ: pd.DataFrame, chosen: dict, a, seconds: float, argv: list, done
          f"- Machine: {os.cpu_count()} cores (`nproc` = {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()}), "
          f"shared with other work; Python {platform.python_version()}, scikit-learn {sklearn.__version__}, "
          f"imbalanced-learn {imblearn.__version__}; compute time (sum over outer folds, maybe over several runs) {seconds / 60:.1f} min.",
-         f"- Outer protocol: {a.runs} run(s) x {a.folds}-fold stratified CV on all students of each subject "
-         f"(run r shuffles with seed {a.seed}+r). The paper: 20 runs x 10 folds.",
+         (f"- Outer protocol: {a.runs} run(s) x {a.folds}-fold CV of both subjects' students pooled, stratified by pass and "
+          f"grouped by student (run r shuffles with seed {a.seed}+r); every cell, pooled or not, is scored on its subject's "
+          "rows of these folds. The paper: 20 runs x 10 folds of one subject." if a.pool else
+          f"- Outer protocol: {a.runs} run(s) x {a.folds}-fold stratified CV on all students of each subject "
+          f"(run r shuffles with seed {a.seed}+r). The paper: 20 runs x 10 folds."),
          f"- Inside every outer training fold: the modeling stage's whole protocol on that fold only -- feature variants "
          f"compared by CV, a grid search of each candidate with an inner {a.inner_folds}-fold stratified CV (none / SMOTE / "
          f"class weights inside the grid), the ensembles of the tuned candidates named below, the selection rule "
@@ -395,11 +398,13 @@ def report(summ: pd.DataFrame, chosen: dict, a, seconds: float, argv: list, done
           "t-interval over runs means nothing); the paper's ± were 95% intervals over 20 runs, so ours are wider by nature."),
          ]
     if any(str(d).startswith('pool:') for d in set(summ['dataset'])):
-        L.append("- `pool:<subject>` cells: trained on the students of both subjects (a subject column added), outer folds "
-                 "grouped by student (each subject's own cell uses its rows of the same folds, so the two are paired) (the overlap rule of `schemas.<schema>.pool`, `modeling.student_groups`: no student on "
-                 "both sides of any split; the searches', the calibration step's and the stacking "
-                 "meta-model's folds are grouped too; not the SVM's internal Platt folds (inside the pipeline, after "
-                 "preprocessing and SMOTE, the rows no longer carry their student), nor the operating threshold's), scored on that subject's test students only.")
+        L.append("- `pool:<subject>` cells: trained on the students of both subjects (a subject column added) and scored on "
+                 "that subject's test students only; `<subject>` cells: trained on that subject's rows of the same folds, "
+                 "so the two are paired fold by fold. No student is on both sides of any outer split (the overlap rule of "
+                 "`schemas.<schema>.pool`, `modeling.student_groups`); in pooled training the searches', the calibration "
+                 "step's and the stacking meta-model's folds are grouped too, not the SVM's internal Platt folds (inside "
+                 "the pipeline, after preprocessing and SMOTE, the rows no longer carry their student) nor the operating "
+                 "threshold's.")
     if a.full and a.runs < 20 and a.folds == 10 and not a.quick:
         L.append(f"- **The paper's full protocol, {a.runs} of its 20 runs**: full grids, inner {a.inner_folds}-fold CV. "
                  "`--runs 20` with the same command adds the other runs to the same per-fold results.")
