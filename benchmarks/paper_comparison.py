@@ -201,8 +201,8 @@ def plan(data: dict, a) -> list:
                 seed = a.seed + r
                 p = bench_params(st, seed, a.quick, a.inner_folds, a.params, a.ensembles, a.overrides)
                 if a.pool and seed not in pooled:
-                    pool = data['pool']
-                    pooled[seed] = (pooled_splits(pool, p, a.folds, seed), pool[pool_settings(p)['subject_column']].astype(str).to_numpy())
+                    table = data['pool']
+                    pooled[seed] = (pooled_splits(table, p, a.folds, seed), table[pool_settings(p)['subject_column']].astype(str).to_numpy())
                 if ds == 'pool':
                     p = pool_params(p, a.subjects)
                     splits, sub = pooled[seed]
@@ -454,6 +454,7 @@ def corrected_se(d: pd.Series, # paired differences, one per outer fold
     """Standard error of the mean of `d` corrected for the overlap of the outer training folds (Nadeau & Bengio 2003: the
     variance is multiplied by 1/J + n_test/n_train instead of 1/J), as in scikit-learn's example "Statistical comparison
     of models using grid search"; the plain 1/J would call differences significant far too often."""
+    d = d.dropna()
     return float(np.sqrt((1 / len(d) + test_share / (1 - test_share)) * d.var(ddof=1)))
 
 
@@ -465,20 +466,20 @@ def pooling_effect(rows: pd.DataFrame, subjects: list, folds: int) -> str:
     L = ["## Does pooling both subjects help? Paired outer folds\n",
          "Each outer fold scores `selected` trained on the subject alone and `selected` trained on both subjects on the **same** "
          "test students (the pooled folds, grouped by student). Differences are pooled minus alone, per fold; the interval is "
-         "the mean difference ± 1.96 x its standard error corrected for the overlap of the training folds (Nadeau & Bengio "
-         "2003). Pooling would be kept only where the ROC-AUC interval lies above 0 without a worse Brier score.\n",
+         "the mean difference ± t(0.975, folds - 1) x its standard error corrected for the overlap of the training folds "
+         "(Nadeau & Bengio 2003). Pooling would be kept only where the ROC-AUC interval lies above 0 without a worse Brier score.\n",
          "| Cell | folds | " + ' | '.join(f'{t}: alone / pooled | difference [95%]' for _, t, _ in shown) + " | folds where pooling raised it |",
          "|---|---|" + '---|---|' * len(shown) + "---|"]
     for st in sorted(set(sel['setup']), key='ABC'.index):
         for sub in subjects:
-            a = sel[(sel.dataset == sub) & (sel.setup == st)].set_index(['run', 'fold'])
-            b = sel[(sel.dataset == f'pool:{sub}') & (sel.setup == st)].set_index(['run', 'fold'])
-            j = a.join(b, lsuffix='_alone', rsuffix='_pool', how='inner')
+            alone = sel[(sel.dataset == sub) & (sel.setup == st)].set_index(['run', 'fold'])
+            both = sel[(sel.dataset == f'pool:{sub}') & (sel.setup == st)].set_index(['run', 'fold'])
+            j = alone.join(both, lsuffix='_alone', rsuffix='_pool', how='inner')
             if len(j) < 2: continue
             out = []
             for m, _, k in shown:
                 d, nd = (j[f'{m}_pool'] - j[f'{m}_alone']) * k, 3 if k == 1 else 2
-                h = 1.96 * corrected_se(d, 1 / folds)
+                h = stats.t.ppf(0.975, d.count() - 1) * corrected_se(d, 1 / folds)
                 out.append(f"{j[f'{m}_alone'].mean() * k:.{nd}f} / {j[f'{m}_pool'].mean() * k:.{nd}f} | "
                            f"{d.mean():+.{nd}f} [{d.mean() - h:+.{nd}f}, {d.mean() + h:+.{nd}f}]")
             m0 = shown[0][0]
@@ -530,9 +531,9 @@ def goals(summ: pd.DataFrame, per_run: pd.DataFrame|None=None, rule: dict|None=N
                      f"| {r.precision_at_risk:.3f} | {int(e.loc[(ds, st), 'count'])} |")
         if n_op.sum():
             near = int(per_run['op_near'].fillna(0).sum())
-            L.append(f"\nThe fold files keep P(pass) to 6 decimals. {near} test student(s) have a kept risk within {P_ROUND:g} of "
-                     "their fold's operating threshold" + (": their recomputed flag may differ from the fold's own." if near else
-                                                            ", so every recomputed flag is the fold's own."))
+            L.append(f"\nThe fold files keep P(pass) to 6 decimals. {near} test prediction(s) (one per student and run) have a kept "
+                     f"risk within {P_ROUND:g} of their fold's operating threshold" + (": their recomputed flag may differ from the fold's own."
+                                                                                       if near else ", so every recomputed flag is the fold's own."))
     return '\n'.join(L) + '\n'
 
 
@@ -559,7 +560,9 @@ def main(argv=None):
     ap.add_argument('--results', help='folder of the per-fold results (default: benchmarks/results/folds/<fingerprint>)')
     ap.add_argument('--max-folds', type=int, help='compute at most this many new outer folds, then report what is done (resume later)')
     ap.add_argument('--out', help='write the markdown report here (also printed) and the per-fold scores beside it (.csv)')
-    ap.add_argument('--from-csv', help='only re-render the report from the per-fold scores of an earlier run (same other flags)')
+    ap.add_argument('--from-csv', help='only re-render the report from the per-fold scores of an earlier run (same other flags; with '
+                                       '--pool, a run whose single-subject cells used the pooled folds: results folders made '
+                                       'before 2026-11-29 did not)')
     ap.add_argument('--minutes', type=float, help='with --from-csv: the wall time of the run that made the csv')
     ap.add_argument('--picks-from', help="with --from-csv: the run's own report, for the models the rule picked (else recovered "
                                          "from equal scores, ambiguous when two models tie on a fold)")

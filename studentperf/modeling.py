@@ -461,7 +461,7 @@ class OutOfFold:
                 X: pd.DataFrame, # the rows they are wanted on
                 splits, # the `(train, test)` pairs of the wanted folds (a splitter's `split`)
                ) -> bool:
-        "Whether these are `model`'s out-of-fold probabilities on `X` over `splits`: the same model object, rows, columns and test folds."
+        "Whether these are `model`'s out-of-fold probabilities on `X` over `splits`: the same model object, row labels, columns and test folds."
         if self.model is None or model is not self.model or not X.index.equals(self.index) or list(X.columns) != self.columns: return False
         tests = [np.asarray(te) for _, te in splits]
         return len(tests) == len(self.tests) and all(np.array_equal(a, b) for a, b in zip(tests, self.tests))
@@ -481,13 +481,14 @@ def out_of_fold(r: dict, # `cross_validate` output, with `return_estimator=True,
     return OutOfFold(tests, proba, X.index, list(X.columns), model)
 
 class SharedFits(BaseEstimator):
-    """`estimator`, whose clones share their fits: a clone asked to fit on rows that one of them has already fitted on
-    (same columns, values, index and target) takes that fitted copy instead of refitting. All clones of one `SharedFits`
-    must stay clones of the same estimator (never `set_params` them). With `store=None` every fit is a plain refit."""
-    def __init__(self, estimator, # the unfitted model (cloned before each fit)
-                 store: dict|None=None, # the fitted copies by the hash of their rows; shared by every clone
+    """`estimator`, whose clones share their fits: a clone asked to fit with the same settings on rows that one of them has
+    already fitted on (same columns, dtypes, values, index and target) takes that fitted copy instead of refitting. The
+    store keeps every fit until it is dropped (`compare_calibrations`: one per comparison call). With `store=None` every
+    fit is a plain refit."""
+    def __init__(self, estimator, # the model (cloned before each fit)
+                 store: dict|None=None, # the fitted copies by the hash of their settings and rows; shared by every clone
                 ): self.estimator, self.store = estimator, store
-    def __sklearn_clone__(self): return SharedFits(clone(self.estimator), self.store)   # the clones keep the same store
+    def __sklearn_clone__(self): return type(self)(clone(self.estimator), self.store)   # the clones keep the same store
     def __sklearn_tags__(self): return get_tags(self.estimator)
     def __sklearn_is_fitted__(self): return 'estimator_' in self.__dict__
     def __getattr__(self, name):   # everything else is the (fitted) estimator's: classes_, predict_proba, decision_function, ...
@@ -495,9 +496,10 @@ class SharedFits(BaseEstimator):
         return getattr(self.__dict__.get('estimator_', self.estimator), name)
     def fit(self, X, y, **fit_params):
         if self.store is None: self.estimator_ = clone(self.estimator).fit(X, y, **fit_params); return self
+        # object columns are hashed as text, so 1 and '1' would look alike: harmless for the clones of one comparison
         rows = ((list(X.columns), [str(t) for t in X.dtypes], pd.util.hash_pandas_object(X, index=True).to_numpy())
                 if isinstance(X, pd.DataFrame) else X)
-        key = joblib.hash((rows, np.asarray(y), fit_params))
+        key = joblib.hash((self.estimator.get_params(deep=True), rows, np.asarray(y), fit_params))
         if key not in self.store: self.store[key] = clone(self.estimator).fit(X, y, **fit_params)
         self.estimator_ = self.store[key]
         return self

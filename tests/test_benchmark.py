@@ -130,7 +130,8 @@ def test_pool_scores_each_subject_with_folds_grouped_by_student(tmp_path, two_su
     pc.main(['--datasets', ','.join(two_subjects), '--pool', *TINY, '--results', str(res)])
     assert len(seen) == 3 and all(not s for s in seen)
     assert {d.name for d in res.iterdir() if d.is_dir()} == {'suba-C', 'subb-C', 'pool:suba-C', 'pool:subb-C'}
-    assert json.loads((res/'config.json').read_text())['config']['pool'] is True
+    cfg = json.loads((res/'config.json').read_text())['config']
+    assert cfg['pool'] is True and cfg['subject_folds'] == 'pooled'   # a fingerprint of its own
     assert len(alone) == 6                                           # suba's 3 folds, then subb's
     cols = list(alone[0][0].columns)
     for i, sub in enumerate(('suba', 'subb')):
@@ -177,6 +178,7 @@ def test_the_report_gives_the_early_warning_figures_of_each_complete_run(tmp_pat
     recs = [json.loads(f.read_text()) for f in sorted((tmp_path/'res'/'small-C').glob('*.json'))]
     y = np.concatenate([r['oof']['y'] for r in recs]); p = np.concatenate([r['oof']['p'] for r in recs])
     assert len(y) == 240                                                     # every student once
+    assert 'subject_folds' not in json.loads((tmp_path/'res'/'config.json').read_text())['config']   # unpooled folders: unchanged fingerprint
     assert {'features', 'logreg', 'baseline', 'calibration', 'threshold'} <= set(recs[0]['step_seconds'])   # where the time went
     ts = [r['operating']['threshold'] for r in recs]
     assert len(set(ts)) > 1 and all(0 < t < 1 for t in ts)                   # chosen per fold, on its own training rows
@@ -191,12 +193,12 @@ def test_the_report_gives_the_early_warning_figures_of_each_complete_run(tmp_pat
                               f"{(flagged & at_risk).sum() / flagged.sum():.3f}"]
     assert rows[0][2].startswith(f"operating: {np.mean(ts):.3f}")
     near = sum(int((np.abs(1 - np.asarray(r['oof']['p']) - r['operating']['threshold']) <= 1e-6).sum()) for r in recs)
-    assert f"{near} test student(s) have a kept risk within 1e-06" in out.read_text()
+    assert f"{near} test prediction(s) (one per student and run) have a kept risk within 1e-06" in out.read_text()
     # a student whose kept risk sits on the threshold is counted (its flag may differ from the fold's own)
     f = sorted((tmp_path/'res'/'small-C').glob('*.json'))[0]
     rec = json.loads(f.read_text()); rec['operating']['threshold'] = 1 - rec['oof']['p'][0]; f.write_text(json.dumps(rec))
     pc.main(['--datasets', small_csv, *TINY, '--results', str(tmp_path/'res'), '--out', str(out)])
-    assert f"{near + 1} test student(s) have a kept risk within 1e-06 of their fold's operating threshold: their recomputed flag may differ" in out.read_text()
+    assert f"{near + 1} test prediction(s) (one per student and run) have a kept risk within 1e-06 of their fold's operating threshold: their recomputed flag may differ" in out.read_text()
     # a fold chosen by another threshold rule is not mixed in: the run then shows the default row only
     f = sorted((tmp_path/'res'/'small-C').glob('*.json'))[0]
     rec = json.loads(f.read_text()); rec['operating']['rule']['min'] = 0.9; f.write_text(json.dumps(rec))
@@ -236,12 +238,12 @@ def test_the_operating_threshold_is_chosen_on_the_training_rows(small_csv, monke
 
 
 def test_the_pooling_effect_is_a_paired_difference_with_the_corrected_interval():
-    "Pooled minus alone per fold, mean ± 1.96 x the Nadeau-Bengio corrected standard error (10 folds: 1/J + 1/9)."
+    "Pooled minus alone per fold, mean ± t(0.975, J - 1) x the Nadeau-Bengio corrected standard error (10 folds: 1/J + 1/9)."
     alone, pool = [.70, .70, .70, .70], [.72, .70, .74, .70]
     rows = pd.DataFrame([{'dataset': c, 'setup': 'C', 'run': 0, 'fold': k, 'model': 'selected', 'roc_auc': v, 'brier': .2, 'accuracy': .7}
                          for c, vals in (('mat', alone), ('pool:mat', pool)) for k, v in enumerate(vals)])
     d = np.array(pool) - np.array(alone)
-    h = 1.96 * np.sqrt((1 / 4 + 1 / 9) * d.var(ddof=1))
+    h = 3.182446 * np.sqrt((1 / 4 + 1 / 9) * d.var(ddof=1))   # t(0.975, 3)
     md = pc.pooling_effect(rows, ['mat'], 10)
     line, = [x for x in md.splitlines() if x.startswith('| mat C')]
     assert f"| 0.700 / 0.715 | +0.015 [{0.015 - h:+.3f}, {0.015 + h:+.3f}] |" in line

@@ -241,26 +241,22 @@ def test_pooled_training_groups_the_calibration_and_stacking_folds(monkeypatch):
 def test_the_calibration_methods_share_their_refits(demo_train, monkeypatch):
     """In one process the calibration comparison fits each set of rows once: 3 comparison folds x (3 calibration folds
     + the whole fold) = 12 fits for `none`, `sigmoid` and `isotonic` instead of 3 + 12 + 12 = 27, with exactly the table
-    and the out-of-fold probabilities of refitting every time."""
-    p, train, _ = demo_train
+    and the out-of-fold probabilities of the bare pipeline refitted every time (no wrapper at all)."""
+    _, train, _ = demo_train
     p = load_params(overrides={'run.quick': True, 'model.quick.calibration': {'methods': ['none', 'sigmoid', 'isotonic'], 'cv': 3, 'ensemble': False}})
     assert modeling.model_settings(p)['n_jobs'] == 1 and modeling.model_settings(p)['cv_folds'] == 3
     X, y = split_xy(train, p)
     model = modeling.candidate_pipeline('logreg', p).set_params(sampler=modeling.make_sampler(p)).fit(X, y)
     made, asked, real_fit = [], [], modeling.SharedFits.fit
     def counting(self, X, y, **kw):
-        n = None if self.store is None else len(self.store)
+        n = len(self.store)
         out = real_fit(self, X, y, **kw)
-        asked.append(1); made.extend([1] if n is None or len(self.store) > n else []); return out
-    monkeypatch.setattr(modeling.SharedFits, 'fit', counting)
-    shared, oofs = modeling.compare_calibrations(model, X, y, p, return_oof=True)
+        asked.append(1); made.extend([1] if len(self.store) > n else []); return out
+    with monkeypatch.context() as m:
+        m.setattr(modeling.SharedFits, 'fit', counting)
+        table, oofs = modeling.compare_calibrations(model, X, y, p, return_oof=True)
     assert (len(made), len(asked)) == (12, 27)
-
-    class Unshared(modeling.SharedFits):
-        def __init__(self, estimator, store=None): super().__init__(estimator, None)
-    monkeypatch.setattr(modeling, 'SharedFits', Unshared)
-    made.clear(); asked.clear()
-    plain, plain_oofs = modeling.compare_calibrations(model, X, y, p, return_oof=True)
-    assert (len(made), len(asked)) == (27, 27)
-    pd.testing.assert_frame_equal(shared, plain, check_exact=True)
-    for m in ('none', 'sigmoid', 'isotonic'): np.testing.assert_array_equal(oofs[m].proba, plain_oofs[m].proba)
+    monkeypatch.setattr(modeling, 'SharedFits', lambda est, store=None: est)   # the reference: the bare pipeline
+    bare, bare_oofs = modeling.compare_calibrations(model, X, y, p, return_oof=True)
+    pd.testing.assert_frame_equal(table, bare, check_exact=True)
+    for meth in ('none', 'sigmoid', 'isotonic'): np.testing.assert_array_equal(oofs[meth].proba, bare_oofs[meth].proba)
