@@ -291,8 +291,9 @@ def load_folds(folder: Path, a, fp: str) -> tuple[pd.DataFrame, dict, float, pd.
         m = classification_metrics(yy, pp, DEFAULT_THRESHOLD)
         row = {'dataset': c, 'setup': st, 'run': r, 'ece': ece(yy, pp, a.bins), **{k: m[k] for k in WARNING}, 'at_risk_share': m['n_at_risk'] / m['n']}
         if all(o['operating'] and o['operating'].get('rule') == rule for o in parts):   # each fold's students at its own threshold
-            flagged = np.concatenate([risk_score(np.asarray(o['p'])) >= o['operating']['threshold'] for o in parts])
-            near = int(sum((np.abs(risk_score(np.asarray(o['p'])) - o['operating']['threshold']) <= P_ROUND).sum() for o in parts))
+            gap = [risk_score(np.asarray(o['p'])) - o['operating']['threshold'] for o in parts]   # each student's risk minus its fold's threshold
+            flagged = np.concatenate([g >= 0 for g in gap])
+            near = int(sum((np.abs(g) <= P_ROUND).sum() for g in gap))
             if near: log.warning('%s %s run %d: %d student(s) within %g of their fold\'s threshold: a flag may differ from the fold\'s own', c, st, r, near, P_ROUND)
             row.update({'op_near': near, 'op_threshold': float(np.mean([o['operating']['threshold'] for o in parts])),
                         'op_reached': float(np.mean([o['operating']['reached'] for o in parts])),

@@ -468,7 +468,6 @@ class OutOfFold:
 
 def out_of_fold(r: dict, # `cross_validate` output, with `return_estimator=True, return_indices=True`
                 X: pd.DataFrame, # the rows it cross-validated
-                model=None, # the model it cross-validated (clones of it were fitted), if these are to be reused for it
                ) -> OutOfFold:
     "The out-of-fold probabilities of a cross-validation already run: each fold's fitted copy predicts its test rows (no refit)."
     tests, proba, classes = list(r['indices']['test']), None, None
@@ -478,7 +477,7 @@ def out_of_fold(r: dict, # `cross_validate` output, with `return_estimator=True,
         p = est.predict_proba(X.iloc[te])
         if proba is None: proba = np.full((len(X), p.shape[1]), np.nan)
         proba[te] = p
-    return OutOfFold(tests, proba, X.index, list(X.columns), model)
+    return OutOfFold(tests, proba, X.index, list(X.columns))
 
 class SharedFits(BaseEstimator):
     """`estimator`, whose clones share their fits: a clone asked to fit with the same settings on rows that one of them has
