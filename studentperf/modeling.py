@@ -41,9 +41,9 @@ __all__ = ['CALIBRATION_METHODS', 'SELECTION_RULES', 'SEARCH_METRICS', 'LOSS_MET
            'prep_steps', 'candidate_pipeline', 'preprocessor_of', 'param_grid', 'strategy', 'cv_splitter',
            'RowGroupKFold', 'inner_splitter', 'tune', 'cv_summary', 'clean_params', 'imbalance_table', 'make_ensemble',
            'baseline', 'calibrated_brier', 'select', 'select_by', 'compare_feature_variants', 'calibrated',
-           'base_rate_brier', 'OutOfFold', 'out_of_fold', 'SharedFits', 'compare_calibrations', 'choose_calibration',
-           'calibrate_selected', 'Trained', 'train_models', 'UntrustedModelError', 'save_model', 'load_model',
-           'holdout_columns', 'calibration_record', 'run_model']
+           'base_rate_brier', 'OutOfFold', 'out_of_fold', 'SharedFits', 'shared_store', 'unshared',
+           'compare_calibrations', 'choose_calibration', 'calibrate_selected', 'Trained', 'train_models',
+           'UntrustedModelError', 'save_model', 'load_model', 'holdout_columns', 'calibration_record', 'run_model']
 
 # %% ../nbs/03_modeling.ipynb #23fd3078
 CALIBRATION_METHODS = ('none', 'sigmoid', 'isotonic')
@@ -482,8 +482,8 @@ def out_of_fold(r: dict, # `cross_validate` output, with `return_estimator=True,
 class SharedFits(BaseEstimator):
     """`estimator`, whose clones share their fits: a clone asked to fit with the same settings on rows that one of them has
     already fitted on (same columns, dtypes, values, index and target) takes that fitted copy instead of refitting. The
-    store keeps every fit until it is dropped (`compare_calibrations`: one per comparison call). With `store=None` every
-    fit is a plain refit."""
+    store keeps every fit until it is dropped (`train_models`: one per call, shared by the ensemble steps and the calibration
+    step). With `store=None` every fit is a plain refit."""
     def __init__(self, estimator, # the model (cloned before each fit)
                  store: dict|None=None, # the fitted copies by the hash of their settings and rows; shared by every clone
                 ): self.estimator, self.store = estimator, store
@@ -498,21 +498,37 @@ class SharedFits(BaseEstimator):
         # object columns are hashed as text, so 1 and '1' would look alike: harmless for the clones of one comparison
         rows = ((list(X.columns), [str(t) for t in X.dtypes], pd.util.hash_pandas_object(X, index=True).to_numpy())
                 if isinstance(X, pd.DataFrame) else X)
-        key = joblib.hash((self.estimator.get_params(deep=True), rows, np.asarray(y), fit_params))
+        key = joblib.hash((type(self.estimator), self.estimator.get_params(deep=True), rows, np.asarray(y), fit_params))
         if key not in self.store: self.store[key] = clone(self.estimator).fit(X, y, **fit_params)
         self.estimator_ = self.store[key]
         return self
+
+def shared_store(params: dict, # loaded parameters (`model.n_jobs`)
+                 store: dict|None=None, # a store to keep sharing (another step's); None: a new one
+                ) -> dict|None:
+    "Where `SharedFits` keeps its fits: `store` (or a new one) when the fits run in this process (`model.n_jobs` 1); else None, as a worker process cannot hand its fits back."
+    return ({} if store is None else store) if model_settings(params)['n_jobs'] == 1 else None
+
+def unshared(model # a fitted `SharedFits`, a `CalibratedClassifierCV` fitted around one, or any other model
+            ):
+    "`model` without `SharedFits` wrappers: the fitted copies they hold take their place (a saved model must not carry one: skops trusts no such type)."
+    if isinstance(model, SharedFits): return model.estimator_
+    if isinstance(model, CalibratedClassifierCV) and isinstance(model.estimator, SharedFits):
+        model.estimator = model.estimator.estimator
+        for cc in model.calibrated_classifiers_: cc.estimator = unshared(cc.estimator)
+    return model
 
 def compare_calibrations(model, # the selected pipeline
                          X: pd.DataFrame, y: pd.Series, # the training part (never the hold-out)
                          params: dict, # loaded parameters
                          groups: pd.Series|None=None, # student of each row (pooled tables): grouped folds
                          return_oof: bool=False, # also return each method's out-of-fold probabilities: `(table, {method: OutOfFold})`
+                         store: dict|None=None, # `SharedFits` fits to take and add to (`train_models`' ensemble steps'); None: a new store (`shared_store`)
                         ) -> pd.DataFrame|tuple:
     "CV Brier score, log loss and ROC-AUC of each calibration method (the search's folds), and the base-rate reference."
     m = model_settings(params)
     rows, oofs = [], {}
-    shared = SharedFits(model, {} if m['n_jobs'] == 1 else None)   # in one process, the methods share their refits
+    shared = SharedFits(model, shared_store(params, store))   # in one process, the methods share their refits
     for meth in m['calibration']['methods']:
         r = cross_validate(calibrated(shared, meth, params, groups), X, y, cv=cv_splitter(params, groups is not None), groups=groups, scoring=CALIBRATION_SCORES,
                            n_jobs=m['n_jobs'], error_score='raise', return_estimator=return_oof, return_indices=return_oof)
@@ -539,14 +555,16 @@ def calibrate_selected(model, # the selected pipeline, fitted on the training pa
                        X: pd.DataFrame, y: pd.Series, # the training part
                        params: dict, # loaded parameters
                        groups: pd.Series|None=None, # student of each row (pooled tables): grouped folds
+                       store: dict|None=None, # `SharedFits` fits to take and add to (`train_models`' ensemble steps'); None: a new store
                       ) -> tuple:
     """`(table, method, final model, out-of-fold)`: the comparison, the chosen method, the model to save (refitted on `X, y`)
     and its out-of-fold probabilities from the comparison (`OutOfFold`; None when calibration is switched off)."""
     if model_settings(params)['calibration']['methods'] == ['none']: return None, 'none', model, None
-    t, oofs = compare_calibrations(model, X, y, params, groups, return_oof=True)
+    store = shared_store(params, store)   # the final refit takes the comparison's fits of the same rows
+    t, oofs = compare_calibrations(model, X, y, params, groups, return_oof=True, store=store)
     meth = choose_calibration(t)
     t.insert(2, 'chosen', t['method'] == meth)
-    final = model if meth == 'none' else calibrated(model, meth, params, groups).fit(X, y)
+    final = model if meth == 'none' else unshared(calibrated(SharedFits(model, store), meth, params, groups).fit(X, y))
     return t, meth, final, replace(oofs[meth], model=final)   # the refits of `final` (a clone of it was fitted per fold)
 
 # %% ../nbs/03_modeling.ipynb #07871916
@@ -580,6 +598,7 @@ def _train_models(X, y, params, progress, groups=None):
     steps = ['features', *m['candidates'], *m['ensembles'], 'baseline', 'calibration']
     bar = tqdm(steps, desc='model', unit='step', disable=not progress)
     rows, imb, models, secs = [], [], {}, {}
+    store = shared_store(params)   # the ensembles' fits, which the calibration step refits on the same rows
     for step in bar:
         bar.set_postfix_str(step); t0 = time.time()
         if step == 'features':
@@ -596,12 +615,13 @@ def _train_models(X, y, params, progress, groups=None):
             table = pd.DataFrame(rows)
             table = pd.concat([table[table.kind == 'baseline'], table[table.kind != 'baseline']], ignore_index=True)
             selected = select_by(table, params)
-            cal, method, final, oof = calibrate_selected(models[selected], X, y, params, groups)
+            cal, method, final, oof = calibrate_selected(models[selected], X, y, params, groups, store)
         else:
             est = baseline() if step == 'baseline' else make_ensemble(step, {n: models[n] for n in m['candidates']}, params, groups)
-            r = cross_validate(est, X, y, cv=cv_splitter(params, groups is not None), groups=groups, scoring=scorers(cv=True),
+            shared = SharedFits(est, store)
+            r = cross_validate(shared, X, y, cv=cv_splitter(params, groups is not None), groups=groups, scoring=scorers(cv=True),
                                n_jobs=m['n_jobs'], error_score='raise')
-            models[step] = est.fit(X, y)
+            models[step] = unshared(shared.fit(X, y))
             members = {rw['model']: {'imbalance': rw['imbalance'], **json.loads(rw['params'])} for rw in rows if rw['kind'] == 'candidate'}
             rows.append({'model': step, 'kind': 'baseline' if step == 'baseline' else 'ensemble', 'imbalance': 'none',
                          **cv_summary(r), 'params': json.dumps(members if step != 'baseline' else {}, default=str)})

@@ -260,3 +260,41 @@ def test_the_calibration_methods_share_their_refits(demo_train, monkeypatch):
     bare, bare_oofs = modeling.compare_calibrations(model, X, y, p, return_oof=True)
     pd.testing.assert_frame_equal(table, bare, check_exact=True)
     for meth in ('none', 'sigmoid', 'isotonic'): np.testing.assert_array_equal(oofs[meth].proba, bare_oofs[meth].proba)
+
+
+def test_the_ensemble_and_calibration_steps_share_their_refits(demo_train, monkeypatch, tmp_path):
+    """`train_models` keeps one store of fits for the ensemble steps and the calibration step: with 3 folds everywhere,
+    the selected stacking ensemble is fitted 13 times instead of 20 (its step: 3 CV folds + all rows; the comparison's
+    `none` takes the 3 CV fits; the chosen sigmoid's final refit takes all 4), and everything `train_models` returns is
+    exactly what the bare models, refitted every time, give; the saved model carries no wrapper."""
+    _, train, _ = demo_train
+    p = load_params(overrides={'run.quick': True, 'model.candidates': ['logreg', 'tree'], 'model.ensembles': ['stacking'],
+                               'model.quick.calibration': {'methods': ['none', 'sigmoid', 'isotonic'], 'cv': 3, 'ensemble': False}})
+    m = modeling.model_settings(p)
+    assert (m['n_jobs'], m['cv_folds'], m['calibration']['cv']) == (1, 3, 3)
+    X, y = split_xy(train, p)
+    real_select = modeling.select_by   # the model step picks the stacking ensemble (the feature step chooses as usual)
+    monkeypatch.setattr(modeling, 'select_by', lambda table, params, simplicity=None:
+                        'stacking' if 'stacking' in set(table['model']) else real_select(table, params, simplicity))
+    monkeypatch.setattr(modeling, 'choose_calibration', lambda table: 'sigmoid')
+    made, real_fit = {}, modeling.SharedFits.fit
+    def counting(self, X, y, **kw):
+        n = len(self.store)
+        out = real_fit(self, X, y, **kw)
+        name = type(self.estimator).__name__
+        made[name] = made.get(name, 0) + (len(self.store) > n); return out
+    with monkeypatch.context() as mp:
+        mp.setattr(modeling.SharedFits, 'fit', counting)
+        tr = modeling.train_models(X, y, p, progress=False)
+    assert made == {'StackingClassifier': 13, 'DummyClassifier': 4}
+    assert tr.calibration_method == 'sigmoid' and tr.model.calibrated_classifiers_[0].estimator is tr.models['stacking']
+    loaded = modeling.load_model(modeling.save_model(tr.model, tmp_path / 'model.skops'))   # refuses any untrusted type
+    np.testing.assert_array_equal(loaded.predict_proba(X), tr.model.predict_proba(X))
+
+    monkeypatch.setattr(modeling, 'SharedFits', lambda est, store=None: est)   # the reference: the bare models, no wrapper
+    monkeypatch.setattr(modeling, 'unshared', lambda model: model)
+    bare = modeling.train_models(X, y, p, progress=False)
+    pd.testing.assert_frame_equal(tr.table, bare.table, check_exact=True)
+    pd.testing.assert_frame_equal(tr.calibration, bare.calibration, check_exact=True)
+    np.testing.assert_array_equal(tr.oof.proba, bare.oof.proba)
+    np.testing.assert_array_equal(tr.model.predict_proba(X), bare.model.predict_proba(X))
