@@ -475,7 +475,7 @@ def pooling_effect(rows: pd.DataFrame, subjects: list, folds: int) -> str:
         for sub in subjects:
             alone = sel[(sel.dataset == sub) & (sel.setup == st)].set_index(['run', 'fold'])
             both = sel[(sel.dataset == f'pool:{sub}') & (sel.setup == st)].set_index(['run', 'fold'])
-            j = alone.join(both, lsuffix='_alone', rsuffix='_pool', how='inner')
+            j = alone.join(both, suffixes=('_alone', '_pool'), how='inner')
             if len(j) < 2: continue
             out = []
             for m, _, k in shown:

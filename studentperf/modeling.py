@@ -482,8 +482,9 @@ def out_of_fold(r: dict, # `cross_validate` output, with `return_estimator=True,
 class SharedFits(BaseEstimator):
     """`estimator`, whose clones share their fits: a clone asked to fit with the same settings on rows that one of them has
     already fitted on (same columns, dtypes, values, index and target) takes that fitted copy instead of refitting. The
-    store keeps every fit until it is dropped (`train_models`: one per call, shared by the ensemble steps and the calibration
-    step). With `store=None` every fit is a plain refit."""
+    store keeps every fit until it is dropped: one per `train_models` call, shared by the ensemble steps and the
+    calibration step (`compare_calibrations` or `calibrate_selected` called alone: one per call). With `store=None`
+    every fit is a plain refit."""
     def __init__(self, estimator, # the model (cloned before each fit)
                  store: dict|None=None, # the fitted copies by the hash of their settings and rows; shared by every clone
                 ): self.estimator, self.store = estimator, store
@@ -495,7 +496,7 @@ class SharedFits(BaseEstimator):
         return getattr(self.__dict__.get('estimator_', self.estimator), name)
     def fit(self, X, y, **fit_params):
         if self.store is None: self.estimator_ = clone(self.estimator).fit(X, y, **fit_params); return self
-        # object columns are hashed as text, so 1 and '1' would look alike: harmless for the clones of one comparison
+        # object columns are hashed as text, so 1 and '1' would look alike: harmless, as one store only sees rows of one table
         rows = ((list(X.columns), [str(t) for t in X.dtypes], pd.util.hash_pandas_object(X, index=True).to_numpy())
                 if isinstance(X, pd.DataFrame) else X)
         key = joblib.hash((type(self.estimator), self.estimator.get_params(deep=True), rows, np.asarray(y), fit_params))

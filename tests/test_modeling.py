@@ -298,3 +298,5 @@ def test_the_ensemble_and_calibration_steps_share_their_refits(demo_train, monke
     pd.testing.assert_frame_equal(tr.calibration, bare.calibration, check_exact=True)
     np.testing.assert_array_equal(tr.oof.proba, bare.oof.proba)
     np.testing.assert_array_equal(tr.model.predict_proba(X), bare.model.predict_proba(X))
+    for name in ('stacking', 'baseline'):
+        np.testing.assert_array_equal(tr.models[name].predict_proba(X), bare.models[name].predict_proba(X))
