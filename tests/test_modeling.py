@@ -52,9 +52,11 @@ def test_smote_runs_inside_each_training_fold_only(demo_train, monkeypatch):
 
 
 def test_same_data_params_seed_give_identical_metrics(tmp_path, demo_train):
-    "Two runs with the same data, parameters and seed (with n_jobs=2) write identical metrics; another seed differs."
+    """Two runs with the same data, parameters and seed, in worker processes (n_jobs=2, no shared fits), write identical
+    metrics, and the same as one process sharing its fits (n_jobs=1); another seed differs."""
     p0, train, test = demo_train
-    o = {'run.quick': True, 'model.candidates': ['tree', 'forest'], 'model.ensembles': ['voting'], 'model.imbalance': ['smote'],
+    o = {'run.quick': True, 'model.quick.n_jobs': 2,
+         'model.candidates': ['tree', 'forest'], 'model.ensembles': ['voting'], 'model.imbalance': ['smote'],
          'model.quick.feature_variants': {'default': {}},   # the seeded parts: folds, trees, forest, SMOTE, calibration
          'model.quick.grids': {'tree': {'max_depth': [3]}, 'forest': {'n_estimators': [10], 'min_samples_leaf': [5]}}}
     X, y = split_xy(train, p0)
@@ -64,6 +66,10 @@ def test_same_data_params_seed_give_identical_metrics(tmp_path, demo_train):
     pd.testing.assert_frame_equal(a.imbalance, b.imbalance, check_exact=True)
     Xt, _ = split_xy(test, p0)
     assert np.array_equal(a.models[a.selected].predict_proba(Xt), b.models[b.selected].predict_proba(Xt))
+    assert modeling.model_settings(load_params(overrides=o))['n_jobs'] == 2
+    one = modeling.train_models(X, y, load_params(overrides={**o, 'model.quick.n_jobs': 1}), progress=False)
+    pd.testing.assert_frame_equal(one.table, a.table, check_exact=True)
+    assert np.array_equal(one.model.predict_proba(Xt), a.model.predict_proba(Xt))
     # the test can fail: another seed (other folds, other forest) gives other numbers
     c = modeling.train_models(X, y, load_params(overrides={**o, 'run.seed': 7, 'model.candidates': ['forest'], 'model.ensembles': []}),
                               progress=False)
